@@ -1,0 +1,194 @@
+"""Projector benchmark and demo, from the command line.
+
+    python -m custom.bench projector --json bench/projector.json     # timings and peak memory
+    python -m custom.bench demo --out demo                           # two DRRs of a built-in head
+
+``projector`` times forward projection (N^3 -> 2 x N^2), back-projection (2 x N^2 -> N^3, mean of the
+views) and the adjoint (2 x N^2 -> N^3) at each size N: batch 1, one channel, no autograd graph,
+random inputs, the median of ``repeats`` calls after ``warmup`` calls. Each record runs in a fresh
+process, so ``peak_mem_mb`` is that process's peak memory for the operation with its inputs, cached
+operators, outputs and temporaries: on CUDA the allocator's peak, on CPU the growth of peak resident
+memory over the process after importing torch. The JSON is a list of records
+``{"op", "size", "device", "dtype", "median_ms", "peak_mem_mb", ...}`` comparable across machines.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from json import dumps
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+import fire
+import numpy as np
+import torch
+
+from custom.ellipsoids import analytic_head, rasterise
+from custom.files import atomic_write, refuse_existing
+from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.physics import hu_to_mu
+from custom.projector import Projector
+
+OPS = ("forward", "backproject", "adjoint")
+
+
+def device_name(device: torch.device) -> str:
+    """A readable name of the device that ran a measurement, with CPU thread count."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"cpu: {model} ({torch.get_num_threads()} threads)"
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
+
+
+def _current_rss_mb() -> float:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
+def measure(op: str, size: int, device: str, dtype: str, repeats: int, warmup: int) -> dict:
+    """Time one operator at one size in this process (see the module docstring)."""
+    dev, dt = torch.device(device), getattr(torch, dtype)
+    baseline = _current_rss_mb() if dev.type == "cpu" else 0.0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    projector = Projector(BiplanarGeometry().resampled((size,) * 3, (size, size)))
+    generator = torch.Generator(dev).manual_seed(0)
+    if op == "forward":
+        data = torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt) * 0.04  # 1/mm
+        run = lambda: projector(data)  # noqa: E731
+    else:
+        data = torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt)
+        run = (lambda: projector.backproject(data)) if op == "backproject" else (lambda: projector.adjoint(data))
+    times = []
+    with torch.no_grad():
+        for i in range(warmup + repeats):
+            if dev.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                run()
+                end.record()
+                torch.cuda.synchronize(dev)
+                elapsed = start.elapsed_time(end)
+            else:
+                tick = time.perf_counter()
+                run()
+                elapsed = (time.perf_counter() - tick) * 1e3
+            if i >= warmup:
+                times.append(elapsed)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb() - baseline
+    return {
+        "op": op,
+        "size": size,
+        "device": device_name(dev),
+        "dtype": dtype,
+        "median_ms": round(statistics.median(times), 4),
+        "peak_mem_mb": round(peak, 1),
+        "beam": projector.geometry.beam,
+        "repeats": repeats,
+        "torch": torch.__version__,
+    }
+
+
+def projector(
+    json: str | None = None,
+    sizes: Sequence[int] = (64, 128, 256),
+    ops: Sequence[str] = OPS,
+    device: str | None = None,
+    dtype: str = "float32",
+    repeats: int = 20,
+    warmup: int = 3,
+    overwrite: bool = False,
+) -> None:
+    """Benchmark the projector; print one line per record and optionally write them as JSON.
+
+    Args:
+        json: where to write the records as JSON. Defaults to printing only.
+        sizes: grid and detector sizes N (N^3 voxels, N x N pixels). Defaults to (64, 128, 256).
+        ops: any of ``forward``, ``backproject``, ``adjoint``. Defaults to all three.
+        device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
+        dtype: ``float32``, ``bfloat16``, ... Defaults to ``float32``.
+        repeats: timed calls per record. Defaults to 20.
+        warmup: untimed calls first. Defaults to 3.
+        overwrite: replace an existing JSON file. Defaults to False.
+    """
+    sizes = [sizes] if isinstance(sizes, int) else sizes
+    ops = [ops] if isinstance(ops, str) else ops
+    unknown = sorted(set(ops) - set(OPS))
+    if unknown:
+        raise ValueError(f"unknown ops {unknown}; choose from {OPS}.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if json is not None:
+        refuse_existing([json], overwrite)
+    records = []
+    context = get_context("spawn")
+    for size in sizes:
+        for op in ops:
+            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:  # a fresh process per record
+                record = pool.submit(measure, op, int(size), device, dtype, repeats, warmup).result()
+            print(f"{op:>12} {size:>4}^3  {record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB  {record['device']}")
+            records.append(record)
+    if json is not None:
+        atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=2) + "\n"), overwrite)
+        print(f"wrote {json}")
+
+
+def demo(out: str = "demo", overwrite: bool = False) -> None:
+    """Project the built-in analytic head with the default geometry and write what a person can look at.
+
+    Writes ``frontal.png`` and ``lateral.png`` (line integrals, bright = more attenuation, both on one
+    scale), ``phantom.nii.gz`` (the head in HU on the CT grid, RAS affine) and ``geometry.json``.
+
+    Args:
+        out: output folder. Defaults to ``demo``.
+        overwrite: replace existing files. Defaults to False (nothing is written if any exists).
+    """
+    from PIL import Image
+    import nibabel as nib
+
+    folder = Path(out)
+    paths = {name: folder / name for name in ("frontal.png", "lateral.png", "phantom.nii.gz", "geometry.json")}
+    refuse_existing(paths.values(), overwrite)
+
+    geometry = BiplanarGeometry()
+    layers, air = analytic_head()
+    hu = rasterise(layers, geometry, background=air, supersampling=2)  # (X, Y, Z) HU
+    line_integrals = Projector(geometry)(hu_to_mu(hu)[None, None])[0, 0]  # (2, H, W)
+    grey = (line_integrals / line_integrals.max() * 255).round().to(torch.uint8).numpy()
+
+    for index, name in enumerate(VIEW_NAMES):
+        image = Image.fromarray(grey[index])
+        atomic_write(paths[f"{name}.png"], lambda tmp: image.save(tmp, format="PNG"), overwrite)
+    volume = nib.Nifti1Image(hu.numpy().astype(np.int16), geometry.affine)
+    atomic_write(paths["phantom.nii.gz"], lambda tmp: nib.save(volume, tmp), overwrite)
+    text = dumps(geometry.to_dict(), indent=2) + "\n"
+    atomic_write(paths["geometry.json"], lambda tmp: tmp.write_text(text), overwrite)
+    print("\n".join(map(str, paths.values())))
+
+
+def main() -> None:
+    try:
+        fire.Fire({"projector": projector, "demo": demo})
+    except (ValueError, FileExistsError) as error:  # the user's input: a message, not a traceback
+        sys.exit(f"error: {error}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["OPS", "demo", "device_name", "measure", "projector"]

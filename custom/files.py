@@ -1,0 +1,51 @@
+"""Writing output files safely: complete or absent, never silently replaced."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterable
+
+
+def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool = False) -> None:
+    """Raise FileExistsError naming every path that exists, unless ``overwrite``.
+
+    Check all outputs of a command with this before writing the first, so a refusal writes nothing.
+    """
+    existing = [str(p) for p in paths if Path(p).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"refusing to overwrite {existing}; remove them or ask to overwrite (overwrite=True, --overwrite).")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Write ``path`` through ``write(temporary_path)`` and move it into place only when complete.
+
+    The temporary file sits in the same folder and has the same suffixes (so writers that choose a
+    format by extension, such as nibabel, still work); it is removed if ``write`` fails.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+    path = Path(path)
+    refuse_existing([path], overwrite)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="".join(path.suffixes))
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+__all__ = ["atomic_write", "refuse_existing"]
