@@ -19,11 +19,11 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from json import dumps
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Sequence
 
 import fire
 import numpy as np
@@ -45,7 +45,9 @@ def device_name(device: torch.device) -> str:
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
         model = names[0] if names else model
     return f"cpu: {model} ({torch.get_num_threads()} threads)"
 
@@ -140,7 +142,8 @@ def projector(
         for op in ops:
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:  # a fresh process per record
                 record = pool.submit(measure, op, int(size), device, dtype, repeats, warmup).result()
-            print(f"{op:>12} {size:>4}^3  {record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB  {record['device']}")
+            timing = f"{record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB"
+            print(f"{op:>12} {size:>4}^3  {timing}  {record['device']}")
             records.append(record)
     if json is not None:
         atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=2) + "\n"), overwrite)
@@ -157,8 +160,8 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
         out: output folder. Defaults to ``demo``.
         overwrite: replace existing files. Defaults to False (nothing is written if any exists).
     """
-    from PIL import Image
     import nibabel as nib
+    from PIL import Image
 
     folder = Path(out)
     paths = {name: folder / name for name in ("frontal.png", "lateral.png", "phantom.nii.gz", "geometry.json")}
@@ -170,9 +173,9 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
     line_integrals = Projector(geometry)(hu_to_mu(hu)[None, None])[0, 0]  # (2, H, W)
     grey = (line_integrals / line_integrals.max() * 255).round().to(torch.uint8).numpy()
 
-    for index, name in enumerate(VIEW_NAMES):
-        image = Image.fromarray(grey[index])
-        atomic_write(paths[f"{name}.png"], lambda tmp: image.save(tmp, format="PNG"), overwrite)
+    for image, name in zip(grey, VIEW_NAMES):
+        png = Image.fromarray(image)
+        atomic_write(paths[f"{name}.png"], lambda tmp, png=png: png.save(tmp, format="PNG"), overwrite)
     volume = nib.Nifti1Image(hu.numpy().astype(np.int16), geometry.affine)
     atomic_write(paths["phantom.nii.gz"], lambda tmp: nib.save(volume, tmp), overwrite)
     text = dumps(geometry.to_dict(), indent=2) + "\n"

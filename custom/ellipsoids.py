@@ -7,8 +7,8 @@ demo. Positions are world millimetres (RAS), as in :mod:`custom.geometry`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -43,7 +43,9 @@ class Ellipsoid:
         Returns:
             (...) chord lengths, mm (zero for lines that miss).
         """
-        centre, semi_axes = (torch.tensor(v, dtype=origins.dtype, device=origins.device) for v in (self.centre, self.semi_axes))
+        centre, semi_axes = (
+            torch.tensor(v, dtype=origins.dtype, device=origins.device) for v in (self.centre, self.semi_axes)
+        )
         o, d = (origins - centre) / semi_axes, directions / semi_axes  # the unit sphere's frame
         a, half_b, c = (d * d).sum(-1), (o * d).sum(-1), (o * o).sum(-1) - 1
         return torch.sqrt((half_b**2 - a * c).clamp(min=0)) * 2 / a
@@ -58,7 +60,9 @@ class Ellipsoid:
         Returns:
             The box as index slices into (X, Y, Z) and the float64 fractions there.
         """
-        offsets = ((torch.arange(supersampling, dtype=torch.float64) + 0.5) / supersampling - 0.5) * geometry.vol_spacing
+        offsets = (
+            (torch.arange(supersampling, dtype=torch.float64) + 0.5) / supersampling - 0.5
+        ) * geometry.vol_spacing
         box, inside = [], []
         for axis, centres in enumerate(geometry.voxel_coordinates()):
             # 1. voxels touched by the ellipsoid along this axis
@@ -71,7 +75,9 @@ class Ellipsoid:
         # 3. inside test on the supersampled box, averaged back to voxels
         radius2 = inside[0][:, None, None] + inside[1][None, :, None] + inside[2][None, None, :]
         shape = [s.stop - s.start for s in box]
-        fraction = (radius2 <= 1).double().reshape(shape[0], supersampling, shape[1], supersampling, shape[2], supersampling)
+        fraction = (
+            (radius2 <= 1).double().reshape(shape[0], supersampling, shape[1], supersampling, shape[2], supersampling)
+        )
         return tuple(box), fraction.mean(dim=(1, 3, 5))
 
 

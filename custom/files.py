@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 
 def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool = False) -> None:
@@ -15,7 +15,9 @@ def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool = False)
     """
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
-        raise FileExistsError(f"refusing to overwrite {existing}; remove them or ask to overwrite (overwrite=True, --overwrite).")
+        raise FileExistsError(
+            f"refusing to overwrite {existing}; remove them or ask to overwrite (overwrite=True, --overwrite)."
+        )
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:

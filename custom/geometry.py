@@ -39,9 +39,10 @@ Sampling
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,12 +54,18 @@ Vector = tuple[float, float, float]
 
 
 def _as_shape(value: Sequence[int], length: int, name: str) -> tuple[int, ...]:
-    """Validate a shape given as any integer sequence and return it as a tuple of ints."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != length:
-        raise ValueError(f"{name} must be a sequence of {length} positive integers, got {value!r}.")
-    if any(isinstance(v, bool) or int(v) != v or v <= 0 for v in value):
-        raise ValueError(f"{name} must be a sequence of {length} positive integers, got {value!r}.")
-    return tuple(int(v) for v in value)
+    """A shape given as any sequence of integers (list, tuple, torch.Size, array) as a tuple of ints."""
+    message = f"{name} must be a sequence of {length} positive integers, got {value!r}."
+    if isinstance(value, (str, bytes)):
+        raise ValueError(message)
+    try:
+        values = tuple(value)
+        valid = len(values) == length and all(not isinstance(v, bool) and int(v) == v > 0 for v in values)
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError(message)
+    return tuple(int(v) for v in values)
 
 
 def _as_positive(value: float, name: str) -> float:
@@ -118,11 +125,15 @@ class View:
         """Centre of the detector, mm."""
         return tuple((self.sdd - self.sod) * d for d in self.direction)
 
-    def detector_coordinates(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def detector_coordinates(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel centres along ``row_axis`` (H,) and ``col_axis`` (W,), mm from the detector centre."""
         return tuple(_centred(n, self.det_spacing, dtype, device) for n in self.det_shape)
 
-    def detector_points(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
+    def detector_points(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """World positions of the pixel centres, mm: (H, W, 3)."""
         v, u = self.detector_coordinates(dtype, device)
         return (
@@ -131,7 +142,9 @@ class View:
             + u[None, :, None] * _tensor(self.col_axis, v)
         )
 
-    def rays(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def rays(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The ray of every pixel: origins (H, W, 3) in mm and unit directions (H, W, 3)."""
         ends = self.detector_points(dtype, device)
         direction = _tensor(self.direction, ends)
@@ -211,7 +224,9 @@ class BiplanarGeometry:
         if self.sod >= self.sdd:
             raise ValueError(f"sod ({self.sod} mm) must be smaller than sdd ({self.sdd} mm).")
         if self.det_spacing is None:  # one pixel spans one voxel at the isocentre
-            set_(self, "det_spacing", self.vol_spacing * self.sdd / self.sod if self.beam == "cone" else self.vol_spacing)
+            set_(
+                self, "det_spacing", self.vol_spacing * self.sdd / self.sod if self.beam == "cone" else self.vol_spacing
+            )
         set_(self, "det_spacing", _as_positive(self.det_spacing, "det_spacing"))
         half_depth = max(self.fov[0], self.fov[1]) / 2  # mm, grid extent along either view's rays
         if half_depth >= min(self.sod, self.sdd - self.sod):
@@ -223,7 +238,9 @@ class BiplanarGeometry:
     @cached_property
     def views(self) -> tuple[View, View]:
         """(frontal, lateral): the order of the network's input channels."""
-        common = dict(sod=self.sod, sdd=self.sdd, det_shape=self.det_shape, det_spacing=self.det_spacing, beam=self.beam)
+        common = dict(
+            sod=self.sod, sdd=self.sdd, det_shape=self.det_shape, det_spacing=self.det_spacing, beam=self.beam
+        )
         down = (0.0, 0.0, -1.0)  # rows grow toward inferior in both views
         frontal = View("frontal", direction=(0.0, 1.0, 0.0), row_axis=down, col_axis=(-1.0, 0.0, 0.0), **common)
         lateral = View("lateral", direction=(-1.0, 0.0, 0.0), row_axis=down, col_axis=(0.0, -1.0, 0.0), **common)
@@ -249,15 +266,21 @@ class BiplanarGeometry:
         affine[:3, 3] = [-(n - 1) / 2 * self.vol_spacing for n in self.vol_shape]
         return affine
 
-    def voxel_coordinates(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def voxel_coordinates(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Voxel centres along x (X,), y (Y,) and z (Z,), mm."""
         return tuple(_centred(n, self.vol_spacing, dtype, device) for n in self.vol_shape)
 
-    def voxel_centres(self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> torch.Tensor:
+    def voxel_centres(
+        self, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> torch.Tensor:
         """World positions of the voxel centres, mm: (X, Y, Z, 3)."""
         return torch.stack(torch.meshgrid(*self.voxel_coordinates(dtype, device), indexing="ij"), dim=-1)
 
-    def resampled(self, vol_shape: Sequence[int] | None = None, det_shape: Sequence[int] | None = None) -> BiplanarGeometry:
+    def resampled(
+        self, vol_shape: Sequence[int] | None = None, det_shape: Sequence[int] | None = None
+    ) -> BiplanarGeometry:
         """The same acquisition sampled on another grid and/or detector.
 
         The field of view and the detector area stay fixed, so voxels and pixels grow as their counts

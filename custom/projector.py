@@ -11,9 +11,9 @@ images", IEEE TMI 1982)
     and its column position only on the pixel column, and the projection is two contractions with
     per-slice linear-interpolation matrices::
 
-        P[h, w] = L[h, w] * sum_d sum_k sum_l R[d, h, k] V[d, k, l] C[d, w, l]
+        P[h, w] = L[h, w] * sum_d sum_l sum_k C[d, w, l] V[d, l, k] R[d, h, k]
 
-    where ``V`` is the volume in the view's frame (depth, row axis, column axis), ``R`` and ``C`` hold
+    where ``V`` is the volume in the view's frame (depth, column axis, row axis), ``R`` and ``C`` hold
     interpolation weights and ``L`` is the ray length per slice in mm. Dense matrix products keep it
     deterministic (no atomics, forward or backward) and fast on BLAS and tensor cores. Volumes hold
     linear attenuation in 1/mm, so projections are dimensionless line integrals.
@@ -38,7 +38,8 @@ dtype) and cached on the projector.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -260,9 +261,9 @@ class Projector(nn.Module):
         if reduction == "none":
             full = (*views.shape[:2], *vol_shape)
             return torch.stack((frontal.expand(full), lateral.expand(full)), dim=2)
-        if reduction == "sum":
-            return frontal + lateral
-        return torch.lerp(frontal, lateral, 0.5)  # the mean, in one pass
+        # lerp at 0.5 is the mean in one pass; several channels come back from grid_sample interleaved
+        combined = frontal + lateral if reduction == "sum" else torch.lerp(frontal, lateral, 0.5)
+        return combined.contiguous()
 
 
 def _check_volume(volume: torch.Tensor) -> None:
@@ -282,4 +283,12 @@ def _as_views(images: torch.Tensor) -> torch.Tensor:
     return images
 
 
-__all__ = ["REDUCTIONS", "JosephOperator", "Projector", "joseph_adjoint", "joseph_operator", "joseph_project", "sampling_grid"]
+__all__ = [
+    "REDUCTIONS",
+    "JosephOperator",
+    "Projector",
+    "joseph_adjoint",
+    "joseph_operator",
+    "joseph_project",
+    "sampling_grid",
+]

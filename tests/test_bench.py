@@ -28,7 +28,20 @@ def test_measure_returns_a_comparable_record(op):
 
 def test_projector_command_writes_json_records(tmp_path):
     out = tmp_path / "projector.json"
-    command = [sys.executable, "-m", "custom.bench", "projector", "--json", str(out), "--sizes", "16", "--repeats", "2", "--warmup", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "custom.bench",
+        "projector",
+        "--json",
+        str(out),
+        "--sizes",
+        "16",
+        "--repeats",
+        "2",
+        "--warmup",
+        "1",
+    ]
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     records = json.loads(out.read_text())
     assert [r["op"] for r in records] == list(OPS) and all(r["size"] == 16 for r in records)

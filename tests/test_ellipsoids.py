@@ -44,7 +44,9 @@ def test_coverage_clips_to_the_grid_and_handles_ellipsoids_outside_it():
 def test_rasterise_paints_later_ellipsoids_over_earlier_ones():
     geometry = BiplanarGeometry().resampled((32,) * 3)
     volume = rasterise(
-        [Ellipsoid((0.0, 0.0, 0.0), (60.0,) * 3, 40.0), Ellipsoid((0.0, 0.0, 0.0), (20.0,) * 3, 1000.0)], geometry, background=-1000.0
+        [Ellipsoid((0.0, 0.0, 0.0), (60.0,) * 3, 40.0), Ellipsoid((0.0, 0.0, 0.0), (20.0,) * 3, 1000.0)],
+        geometry,
+        background=-1000.0,
     )
     assert volume[16, 16, 16] == 1000 and volume[16, 16, 24] == 40 and volume[0, 0, 0] == -1000
 

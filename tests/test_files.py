@@ -46,4 +46,3 @@ def test_refuse_existing_names_every_existing_path(tmp_path):
     with pytest.raises(FileExistsError, match="a.*b"):
         refuse_existing([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     refuse_existing([tmp_path / "a"], overwrite=True)
-

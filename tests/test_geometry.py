@@ -66,7 +66,9 @@ def test_rays_pass_through_source_and_pixel_centres(beam):
     origins, directions = view.rays()
     assert torch.allclose(directions.norm(dim=-1), torch.ones(5, 7, dtype=torch.float64))
     along = view.detector_points() - origins
-    assert torch.allclose(torch.linalg.cross(along, directions).norm(dim=-1), torch.zeros(5, 7, dtype=torch.float64), atol=1e-9)
+    assert torch.allclose(
+        torch.linalg.cross(along, directions).norm(dim=-1), torch.zeros(5, 7, dtype=torch.float64), atol=1e-9
+    )
     if beam == "cone":
         assert torch.allclose(origins, torch.tensor(view.source, dtype=torch.float64).expand(5, 7, 3))
 
@@ -83,7 +85,9 @@ def test_resampled_keeps_field_of_view_and_detector_area():
 
 
 def test_dict_round_trip_through_json():
-    g = BiplanarGeometry(vol_shape=(96, 112, 128), vol_spacing=2.0, det_shape=(100, 120), sod=900, sdd=1300, beam="parallel")
+    g = BiplanarGeometry(
+        vol_shape=(96, 112, 128), vol_spacing=2.0, det_shape=(100, 120), sod=900, sdd=1300, beam="parallel"
+    )
     text = json.dumps(g.to_dict())
     assert BiplanarGeometry.from_dict(json.loads(text)) == g
     assert hash(BiplanarGeometry.from_dict(json.loads(text))) == hash(g)

@@ -41,6 +41,7 @@ def test_shapes(beam, batch, channels, vol_shape, det_shape):
     images = torch.rand(batch, channels, 2, *det_shape)
     assert projector(volume).shape == (batch, channels, 2, *det_shape)
     assert projector.backproject(images).shape == (batch, channels, *vol_shape)
+    assert projector.backproject(images).is_contiguous() and projector.adjoint(images).is_contiguous()
     assert projector.backproject(images, reduction="none").shape == (batch, channels, 2, *vol_shape)
     assert projector.adjoint(images).shape == (batch, channels, *vol_shape)
     # the network layout (B, 2, H, W) is the one-channel case
