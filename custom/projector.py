@@ -1,22 +1,22 @@
 """Differentiable X-ray operators on a :class:`~custom.geometry.BiplanarGeometry`.
 
-Three linear operators, batched and multi-channel, on CPU and CUDA, in any floating dtype:
+Three linear operators, batched and multi-channel, on CPU and CUDA, in any floating dtype. The views are
+axis-aligned with the CT grid, so each operator is, per depth slice (the planes of voxel centres
+perpendicular to a view's central ray), a pair of 1D linear interpolations: one between the grid's row
+axis (z) and the detector rows, one between the grid's column axis and the detector columns. Applying
+them is two matrix contractions::
+
+    projection[h, w] = weight[h, w] * sum_d sum_l sum_k cols[d, w, l] volume[d, l, k] rows[d, h, k]
+
+with ``volume`` in the view's frame (depth, column axis, row axis). Dense products are deterministic
+(no atomics, forward or backward) and fast on BLAS and tensor cores.
 
 Forward projection (ray-driven; Joseph, "An improved algorithm for reprojecting rays through pixel
 images", IEEE TMI 1982)
-    Each ray is sampled where it crosses the planes of voxel centres perpendicular to its view's
-    central ray. There trilinear interpolation reduces exactly to bilinear interpolation in the plane,
-    and consecutive samples lie ``spacing * |ray| / (ray . direction)`` mm apart. The views are
-    axis-aligned, so where a ray crosses slice ``d`` its row position depends only on the pixel row
-    and its column position only on the pixel column, and the projection is two contractions with
-    per-slice linear-interpolation matrices::
-
-        P[h, w] = L[h, w] * sum_d sum_l sum_k C[d, w, l] V[d, l, k] R[d, h, k]
-
-    where ``V`` is the volume in the view's frame (depth, column axis, row axis), ``R`` and ``C`` hold
-    interpolation weights and ``L`` is the ray length per slice in mm. Dense matrix products keep it
-    deterministic (no atomics, forward or backward) and fast on BLAS and tensor cores. Volumes hold
-    linear attenuation in 1/mm, so projections are dimensionless line integrals.
+    Each ray is sampled where it crosses each slice. There trilinear interpolation reduces exactly to
+    bilinear interpolation in the slice, and ``weight`` is the ray length between slices in mm,
+    ``spacing * |ray| / (ray . direction)``. Volumes hold linear attenuation in 1/mm, so projections
+    are dimensionless line integrals.
 
 Adjoint
     The same contractions transposed: exactly the transpose of the forward projection, and what
@@ -25,15 +25,24 @@ Adjoint
 Back-projection (voxel-driven)
     Every voxel centre is projected onto each detector and the image or feature map is sampled
     bilinearly there (zero outside the detector): the unfiltered back-projection that forms PSCT-Net's
-    volumetric prior and lifts its 2D features into 3D (BP-C), at any grid resolution. It smears values
-    along rays without path-length weighting, so it is not the adjoint.
+    volumetric prior and lifts its 2D features into 3D (BP-C). It smears values along rays without
+    path-length weighting, so it is not the adjoint. Two implementations compute the same function:
+    ``"separable"`` (the contractions above with interpolation weights at the voxels' projections:
+    deterministic, the default on CUDA) and ``"sampling"`` (``F.grid_sample`` at every voxel's
+    projection: about three times faster on CPU, the default there, where its gradient is deterministic
+    too).
 
-A parallel beam samples every depth slice identically: the forward projection sums the volume along
-the rays and then resamples once (an exact sum when the detector matches the grid), and
-back-projection samples one plane and expands it along the rays.
+Sampling: every pixel is one ray and every voxel one sample. Grids and images of matching resolution
+(128^3 with 128^2, 16^3 with 16^2, as at PSCT-Net's encoder levels) see every voxel and pixel; much
+finer inputs should be pooled first (``F.avg_pool2d``, ``F.avg_pool3d``), or small details alias.
 
-Interpolation matrices and sampling grids are built once per (grid shape, detector shape, device,
-dtype) and cached on the projector.
+A parallel beam samples every slice alike: the forward projection sums the volume along the rays and
+then interpolates once (an exact sum when the detector matches the grid), and back-projection samples
+one plane and expands it along the rays.
+
+Interpolation weights and sampling grids are built once per (grid shape, detector shape, device,
+dtype) and cached on the projector. With TF32 matmuls enabled on CUDA
+(``torch.set_float32_matmul_precision("high")``) float32 results lose accuracy to about 1e-3.
 """
 
 from __future__ import annotations
@@ -48,23 +57,24 @@ from torch import nn
 from custom.geometry import VIEW_NAMES, BiplanarGeometry, View
 
 REDUCTIONS = ("mean", "sum", "none")
+BACKPROJECTIONS = ("auto", "separable", "sampling")
 
 
-class JosephOperator(NamedTuple):
-    """One view's forward projection, ready to contract with a volume.
+class SeparableOperator(NamedTuple):
+    """One view's interpolation weights, ready to contract with a volume or an image.
 
     permutation: moves (B, C, X, Y, Z) into the view's frame (B, C, depth D, column axis L, row axis K);
         the row axis is z for both views, so the frame keeps the volume's contiguous last axis.
-    rows: (D, H, K) interpolation weights from the grid's row axis to detector rows, per depth slice
+    rows: (D, H, K) weights between the grid's row axis and the detector rows, per depth slice
         (D = 1 for a parallel beam: every slice shares them).
-    cols: (D, W, L) the same for detector columns.
-    length: (H, W) ray length per depth slice, mm.
+    cols: (D, W, L) the same between the grid's column axis and the detector columns.
+    weight: (H, W) per-pixel factor: the ray length per slice in mm (ray-driven), or 1 (voxel-driven).
     """
 
     permutation: tuple[int, int, int, int, int]
     rows: torch.Tensor
     cols: torch.Tensor
-    length: torch.Tensor
+    weight: torch.Tensor
 
 
 def _aligned_axes(view: View) -> list[tuple[int, float]]:
@@ -86,51 +96,63 @@ def _linear_weights(position: torch.Tensor, size: int) -> torch.Tensor:
     return (1 - (position[..., None] - index).abs()).clamp(min=0)
 
 
-def joseph_operator(view: View, grid: BiplanarGeometry, dtype: torch.dtype, device: torch.device) -> JosephOperator:
-    """Build one view's Joseph interpolation matrices for the grid of ``grid``, in ``dtype``."""
+def separable_operator(
+    view: View, grid: BiplanarGeometry, dtype: torch.dtype, device: torch.device, driven: str = "ray"
+) -> SeparableOperator:
+    """One view's weights on the grid of ``grid``, in ``dtype`` (geometry computed in >= float32).
+
+    Args:
+        driven: ``"ray"`` interpolates the volume where each pixel's ray crosses each slice (forward
+            projection and its adjoint); ``"voxel"`` interpolates the image where each voxel centre lands
+            (back-projection).
+    """
     (depth_axis, depth_sign), (row_axis, row_sign), (col_axis, col_sign) = _aligned_axes(view)
-    work = dict(dtype=torch.promote_types(dtype, torch.float32), device=device)  # geometry in >= float32
-    coordinates = grid.voxel_coordinates(**work)  # mm along x, y, z
-    spacing = grid.vol_spacing  # mm
+    work = {"dtype": torch.promote_types(dtype, torch.float32), "device": device}
+    voxels_mm = grid.voxel_coordinates(**work)  # along x, y, z
+    pixels_mm = view.detector_coordinates(**work)  # along the rows, the columns
 
-    # 1. Magnification at each depth slice (one shared slice for a parallel beam).
+    # 1. Magnification of each depth slice (one shared slice for a parallel beam).
     if view.beam == "cone":
-        magnification = view.sdd / (view.sod + depth_sign * coordinates[depth_axis])
+        magnification = (view.sdd / (view.sod + depth_sign * voxels_mm[depth_axis]))[:, None]  # (D, 1)
     else:
-        magnification = torch.ones(1, **work)
+        magnification = torch.ones(1, 1, **work)
 
-    # 2. Pixel centres on the detector, mm from its centre.
-    v, u = view.detector_coordinates(**work)
+    # 2. Per detector axis, the interpolation weights between pixels and voxels of each slice.
+    def weights(detector_axis: int, sign: float, grid_axis: int) -> torch.Tensor:  # (D, pixels, voxels)
+        pixels, voxels = view.det_shape[detector_axis], grid.vol_shape[grid_axis]
+        if driven == "ray":  # the voxel index where each pixel's ray crosses the slice
+            crossing = sign * pixels_mm[detector_axis] / magnification / grid.vol_spacing + (voxels - 1) / 2
+            return _linear_weights(crossing, voxels)
+        landing = sign * voxels_mm[grid_axis] * magnification / view.det_spacing + (pixels - 1) / 2
+        return _linear_weights(landing, pixels).transpose(1, 2)  # the pixel index where each voxel lands
 
-    # 3. Where each ray crosses each slice, as continuous voxel indices along the row and column axes.
-    def crossing(detector_mm: torch.Tensor, sign: float, axis: int) -> torch.Tensor:
-        n = grid.vol_shape[axis]
-        return _linear_weights(sign * detector_mm / magnification[:, None] / spacing + (n - 1) / 2, n)
+    rows, cols = weights(0, row_sign, row_axis), weights(1, col_sign, col_axis)
 
-    rows, cols = crossing(v, row_sign, row_axis), crossing(u, col_sign, col_axis)
-
-    # 4. Ray length between consecutive slices, mm.
-    if view.beam == "cone":
-        length = spacing * torch.sqrt(1 + (v[:, None] ** 2 + u[None, :] ** 2) / view.sdd**2)
+    # 3. Per-pixel weight: the ray length between consecutive slices, in mm, for a ray-driven operator.
+    v, u = pixels_mm
+    if driven == "voxel":
+        weight = torch.ones(view.det_shape, **work)
+    elif view.beam == "cone":
+        weight = grid.vol_spacing * torch.sqrt(1 + (v[:, None] ** 2 + u[None, :] ** 2) / view.sdd**2)
     else:
-        length = torch.full(view.det_shape, spacing, **work)
+        weight = torch.full(view.det_shape, grid.vol_spacing, **work)
 
     permutation = (0, 1, 2 + depth_axis, 2 + col_axis, 2 + row_axis)
-    return JosephOperator(permutation, rows.to(dtype), cols.to(dtype), length.to(dtype))
+    return SeparableOperator(permutation, rows.to(dtype), cols.to(dtype), weight.to(dtype))
 
 
-def joseph_project(volume: torch.Tensor, op: JosephOperator) -> torch.Tensor:
-    """Line integrals of one view: (B, C, X, Y, Z) -> (B, C, H, W)."""
+def separable_project(volume: torch.Tensor, op: SeparableOperator) -> torch.Tensor:
+    """One view's projection: (B, C, X, Y, Z) -> (B, C, H, W)."""
     frame = volume.permute(op.permutation)  # (B, C, D, L, K)
     if op.rows.shape[0] == 1:
         frame = frame.sum(dim=2, keepdim=True)  # parallel beam: sum along the rays first
     along_rows = torch.einsum("dhk,bcdlk->bcdlh", op.rows, frame)  # (B, C, D, L, H)
-    return torch.einsum("dwl,bcdlh->bchw", op.cols, along_rows) * op.length  # (B, C, H, W)
+    return torch.einsum("dwl,bcdlh->bchw", op.cols, along_rows) * op.weight  # (B, C, H, W)
 
 
-def joseph_adjoint(projection: torch.Tensor, op: JosephOperator, vol_shape: Sequence[int]) -> torch.Tensor:
-    """Transpose of :func:`joseph_project`: (B, C, H, W) -> (B, C, X, Y, Z) (a strided view)."""
-    along_cols = torch.einsum("dwl,bchw->bcdlh", op.cols, projection * op.length)  # (B, C, D, L, H)
+def separable_backproject(image: torch.Tensor, op: SeparableOperator, vol_shape: Sequence[int]) -> torch.Tensor:
+    """Transpose of :func:`separable_project`: (B, C, H, W) -> (B, C, X, Y, Z) (a strided view)."""
+    along_cols = torch.einsum("dwl,bchw->bcdlh", op.cols, image * op.weight)  # (B, C, D, L, H)
     frame = torch.einsum("dhk,bcdlh->bcdlk", op.rows, along_cols)  # (B, C, D, L, K)
     frame_shape = [vol_shape[axis - 2] for axis in op.permutation[2:]]
     frame = frame.expand(*frame.shape[:2], *frame_shape)  # parallel beam: every slice alike
@@ -179,6 +201,9 @@ class Projector(nn.Module):
 
     Args:
         geometry: the acquisition. Defaults to ``BiplanarGeometry()``.
+        backprojection: ``"separable"`` (deterministic contractions), ``"sampling"`` (``grid_sample``,
+            fastest on CPU) or ``"auto"`` (separable on CUDA, sampling elsewhere). Both compute the same
+            function. Defaults to ``"auto"``.
 
     Example::
 
@@ -188,21 +213,36 @@ class Projector(nn.Module):
         lifted = projector.backproject(features, vol_shape=(16, 16, 16))  # (B, C, 2, 16, 16) -> (B, C, 16, 16, 16)
     """
 
-    def __init__(self, geometry: BiplanarGeometry | None = None) -> None:
+    def __init__(self, geometry: BiplanarGeometry | None = None, backprojection: str = "auto") -> None:
         super().__init__()
+        if backprojection not in BACKPROJECTIONS:
+            raise ValueError(f"backprojection must be one of {BACKPROJECTIONS}, got {backprojection!r}.")
         self.geometry = BiplanarGeometry() if geometry is None else geometry
-        self._cache: dict[tuple, object] = {}
+        self.backprojection = backprojection
+        self._cache: dict[tuple, tuple] = {}
 
     def extra_repr(self) -> str:
-        return repr(self.geometry)
+        return f"{self.geometry!r}, backprojection={self.backprojection!r}"
+
+    def backprojection_for(self, device: torch.device) -> str:
+        """The back-projection method used for tensors on ``device``: ``"separable"`` or ``"sampling"``."""
+        if self.backprojection != "auto":
+            return self.backprojection
+        return "separable" if device.type == "cuda" else "sampling"
 
     def _cached(self, kind: str, vol_shape: Sequence[int], det_shape: Sequence[int], like: torch.Tensor) -> tuple:
-        """Per-view operators (``kind`` "joseph" or "grid") for one grid, detector, device and dtype."""
-        key = (kind, tuple(vol_shape), tuple(det_shape), like.device, like.dtype)
+        """Both views' operators of one kind ("ray", "voxel" or "grid") for one grid, detector, device, dtype."""
+        dtype = torch.promote_types(like.dtype, torch.float32) if kind == "grid" else like.dtype
+        key = (kind, tuple(vol_shape), tuple(det_shape), like.device, dtype)
         if key not in self._cache:
             grid = self.geometry.resampled(vol_shape, det_shape)
-            build = joseph_operator if kind == "joseph" else sampling_grid
-            self._cache[key] = tuple(build(view, grid, like.dtype, like.device) for view in grid.views)
+            # ordinary tensors even when the first call comes inside torch.inference_mode()
+            with torch.inference_mode(False), torch.no_grad():
+                if kind == "grid":
+                    operators = tuple(sampling_grid(view, grid, dtype, like.device) for view in grid.views)
+                else:
+                    operators = tuple(separable_operator(view, grid, dtype, like.device, kind) for view in grid.views)
+            self._cache[key] = operators
         return self._cache[key]
 
     def forward(self, volume: torch.Tensor, det_shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -210,7 +250,7 @@ class Projector(nn.Module):
 
         Args:
             volume: (B, C, X, Y, Z) linear attenuation, 1/mm (any channels: feature volumes project too).
-            det_shape: detector pixels (H, W). Defaults to the geometry's.
+            det_shape: detector pixels (H, W), one ray each. Defaults to the geometry's.
 
         Returns:
             (B, C, 2, H, W), view 0 frontal, 1 lateral; for C = 1, ``[:, 0]`` is the network layout
@@ -218,8 +258,8 @@ class Projector(nn.Module):
         """
         _check_volume(volume)
         det_shape = self.geometry.det_shape if det_shape is None else det_shape
-        ops = self._cached("joseph", volume.shape[2:], det_shape, volume)
-        return torch.stack([joseph_project(volume, op) for op in ops], dim=2)
+        ops = self._cached("ray", volume.shape[2:], det_shape, volume)
+        return torch.stack([separable_project(volume, op) for op in ops], dim=2)
 
     def adjoint(self, projections: torch.Tensor, vol_shape: Sequence[int] | None = None) -> torch.Tensor:
         """Exact adjoint of :meth:`forward`: the sum over views of each view's transpose.
@@ -233,8 +273,8 @@ class Projector(nn.Module):
         """
         views = _as_views(projections)
         vol_shape = self.geometry.vol_shape if vol_shape is None else tuple(vol_shape)
-        ops = self._cached("joseph", vol_shape, views.shape[-2:], views)
-        frontal, lateral = (joseph_adjoint(views[:, :, i], op, vol_shape) for i, op in enumerate(ops))
+        ops = self._cached("ray", vol_shape, views.shape[-2:], views)
+        frontal, lateral = (separable_backproject(views[:, :, i], op, vol_shape) for i, op in enumerate(ops))
         return (frontal + lateral).contiguous()
 
     def backproject(
@@ -243,7 +283,8 @@ class Projector(nn.Module):
         """Voxel-driven, unfiltered back-projection of both views' images or feature maps.
 
         Args:
-            images: (B, C, 2, H, W), or (B, 2, H, W) for C = 1; any H, W (they span the detector).
+            images: (B, C, 2, H, W), or (B, 2, H, W) for C = 1; they span the detector, one sample per
+                voxel (pool images much finer than the grid first).
             vol_shape: grid voxels (X, Y, Z), e.g. (16, 16, 16) for an encoder level. Defaults to the
                 geometry's.
             reduction: ``"mean"`` over the views (PSCT-Net's prior), ``"sum"`` or ``"none"``.
@@ -256,12 +297,16 @@ class Projector(nn.Module):
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
         views = _as_views(images)
         vol_shape = self.geometry.vol_shape if vol_shape is None else tuple(vol_shape)
-        grids = self._cached("grid", vol_shape, views.shape[-2:], views)
-        frontal, lateral = (sample_views(views[:, :, i], grid) for i, grid in enumerate(grids))
+        if self.backprojection_for(views.device) == "sampling":
+            grids = self._cached("grid", vol_shape, views.shape[-2:], views)
+            frontal, lateral = (sample_views(views[:, :, i], grid) for i, grid in enumerate(grids))
+        else:
+            ops = self._cached("voxel", vol_shape, views.shape[-2:], views)
+            frontal, lateral = (separable_backproject(views[:, :, i], op, vol_shape) for i, op in enumerate(ops))
         if reduction == "none":
             full = (*views.shape[:2], *vol_shape)
             return torch.stack((frontal.expand(full), lateral.expand(full)), dim=2)
-        # lerp at 0.5 is the mean in one pass; several channels come back from grid_sample interleaved
+        # lerp at 0.5 is the mean in one pass; both views arrive as strided views of other layouts
         combined = frontal + lateral if reduction == "sum" else torch.lerp(frontal, lateral, 0.5)
         return combined.contiguous()
 
@@ -284,11 +329,13 @@ def _as_views(images: torch.Tensor) -> torch.Tensor:
 
 
 __all__ = [
+    "BACKPROJECTIONS",
     "REDUCTIONS",
-    "JosephOperator",
     "Projector",
-    "joseph_adjoint",
-    "joseph_operator",
-    "joseph_project",
+    "SeparableOperator",
+    "sample_views",
     "sampling_grid",
+    "separable_backproject",
+    "separable_operator",
+    "separable_project",
 ]
