@@ -62,13 +62,15 @@ def _current_rss_mb() -> float:
     return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure(op: str, size: int, device: str, dtype: str, repeats: int, warmup: int) -> dict:
+def measure(
+    op: str, size: int, device: str, dtype: str, repeats: int, warmup: int, backprojection: str = "auto"
+) -> dict:
     """Time one operator at one size in this process (see the module docstring)."""
     dev, dt = torch.device(device), getattr(torch, dtype)
     baseline = _current_rss_mb() if dev.type == "cpu" else 0.0
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    projector = Projector(BiplanarGeometry().resampled((size,) * 3, (size, size)))
+    projector = Projector(BiplanarGeometry().resampled((size,) * 3, (size, size)), backprojection)
     generator = torch.Generator(dev).manual_seed(0)
     if op == "forward":
         data = torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt) * 0.04  # 1/mm
@@ -101,6 +103,7 @@ def measure(op: str, size: int, device: str, dtype: str, repeats: int, warmup: i
         "median_ms": round(statistics.median(times), 4),
         "peak_mem_mb": round(peak, 1),
         "beam": projector.geometry.beam,
+        "backprojection": projector.backprojection_for(dev),
         "repeats": repeats,
         "torch": torch.__version__,
     }
@@ -114,6 +117,7 @@ def projector(
     dtype: str = "float32",
     repeats: int = 20,
     warmup: int = 3,
+    backprojection: str = "auto",
     overwrite: bool = False,
 ) -> None:
     """Benchmark the projector; print one line per record and optionally write them as JSON.
@@ -126,6 +130,7 @@ def projector(
         dtype: ``float32``, ``bfloat16``, ... Defaults to ``float32``.
         repeats: timed calls per record. Defaults to 20.
         warmup: untimed calls first. Defaults to 3.
+        backprojection: the projector's back-projection method (see ``Projector``). Defaults to ``auto``.
         overwrite: replace an existing JSON file. Defaults to False.
     """
     sizes = [sizes] if isinstance(sizes, int) else sizes
@@ -141,7 +146,8 @@ def projector(
     for size in sizes:
         for op in ops:
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:  # a fresh process per record
-                record = pool.submit(measure, op, int(size), device, dtype, repeats, warmup).result()
+                job = pool.submit(measure, op, int(size), device, dtype, repeats, warmup, backprojection)
+                record = job.result()
             timing = f"{record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB"
             print(f"{op:>12} {size:>4}^3  {timing}  {record['device']}")
             records.append(record)

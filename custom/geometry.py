@@ -39,6 +39,7 @@ Sampling
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -69,7 +70,7 @@ def _as_shape(value: Sequence[int], length: int, name: str) -> tuple[int, ...]:
 
 
 def _as_positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
     return float(value)
 

@@ -64,6 +64,8 @@ def test_demo_writes_images_that_show_the_patients_left_on_the_right(tmp_path):
     row, col = BiplanarGeometry().frontal.project(torch.tensor(marker.centre)).round().int().tolist()
     assert col > 64
     assert int(frontal[row, col]) > int(frontal[row, 127 - col]) + 50
+    # below the vault only the face and mandible remain: on the left of the lateral image
+    assert lateral[100:, :64].astype(int).sum() > 3 * lateral[100:, 64:].astype(int).sum()
     geometry = json.loads((tmp_path / "geometry.json").read_text())
     assert geometry["det_shape"] == [128, 128]
     with pytest.raises(FileExistsError):

@@ -84,6 +84,11 @@ def test_resampled_keeps_field_of_view_and_detector_area():
     assert g.resampled() == g
 
 
+def test_numpy_and_torch_values_are_accepted():
+    g = BiplanarGeometry(vol_shape=np.array([64, 64, 64]), vol_spacing=np.float32(3.0), det_shape=torch.Size([64, 64]))
+    assert g == BiplanarGeometry().resampled((64, 64, 64), (64, 64))
+
+
 def test_dict_round_trip_through_json():
     g = BiplanarGeometry(
         vol_shape=(96, 112, 128), vol_spacing=2.0, det_shape=(100, 120), sod=900, sdd=1300, beam="parallel"
@@ -108,6 +113,7 @@ def test_bundle_config_instantiates_the_documented_default_geometry():
         dict(vol_shape=(128, 128)),
         dict(vol_shape=(128.5, 128, 128)),
         dict(vol_shape="128"),
+        dict(vol_shape=([1], 128, 128)),
         dict(det_shape=(128,)),
         dict(det_shape=(128, -1)),
         dict(vol_spacing=0),
@@ -118,6 +124,7 @@ def test_bundle_config_instantiates_the_documented_default_geometry():
         dict(sod=1200, sdd=1200),
         dict(sod=1300, sdd=1200),
         dict(beam="fan"),
+        dict(sod="1000"),
         dict(vol_spacing=10.0),  # a 1280 mm grid would reach the detector
     ],
 )
