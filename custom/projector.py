@@ -58,6 +58,7 @@ from custom.geometry import VIEW_NAMES, BiplanarGeometry, View
 
 REDUCTIONS = ("mean", "sum", "none")
 BACKPROJECTIONS = ("auto", "separable", "sampling")
+DRIVEN = ("ray", "voxel")
 
 
 class SeparableOperator(NamedTuple):
@@ -106,6 +107,8 @@ def separable_operator(
             projection and its adjoint); ``"voxel"`` interpolates the image where each voxel centre lands
             (back-projection).
     """
+    if driven not in DRIVEN:
+        raise ValueError(f"driven must be one of {DRIVEN}, got {driven!r}.")
     (depth_axis, depth_sign), (row_axis, row_sign), (col_axis, col_sign) = _aligned_axes(view)
     work = {"dtype": torch.promote_types(dtype, torch.float32), "device": device}
     voxels_mm = grid.voxel_coordinates(**work)  # along x, y, z
@@ -330,6 +333,7 @@ def _as_views(images: torch.Tensor) -> torch.Tensor:
 
 __all__ = [
     "BACKPROJECTIONS",
+    "DRIVEN",
     "REDUCTIONS",
     "Projector",
     "SeparableOperator",

@@ -265,6 +265,9 @@ def test_ill_arg():
         projector(torch.rand(1, 1, 6, 7, 8), det_shape=(5, 5))
     with pytest.raises(ValueError, match="backprojection"):
         Projector(backprojection="fastest")
+    with pytest.raises(ValueError, match="driven"):
+        geometry = projector.geometry
+        projector_module.separable_operator(geometry.frontal, geometry, torch.float32, torch.device("cpu"), "pixel")
 
 
 @pytest.mark.parametrize(
