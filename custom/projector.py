@@ -29,7 +29,7 @@ Back-projection (voxel-driven)
     path-length weighting, so it is not the adjoint. Two implementations compute the same function:
     ``"separable"`` (the contractions above with interpolation weights at the voxels' projections:
     deterministic, the default on CUDA) and ``"sampling"`` (``F.grid_sample`` at every voxel's
-    projection: about three times faster on CPU, the default there, where its gradient is deterministic
+    projection: three to four times faster on CPU, the default there, where its gradient is deterministic
     too).
 
 Sampling: every pixel is one ray and every voxel one sample. Grids and images of matching resolution
