@@ -21,13 +21,16 @@ import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from json import dumps
 from multiprocessing import get_context
 from pathlib import Path
 
 import fire
+import nibabel as nib
 import numpy as np
 import torch
+from PIL import Image
 
 from custom.ellipsoids import analytic_head, rasterise
 from custom.files import atomic_write, refuse_existing
@@ -59,7 +62,11 @@ def _peak_rss_mb() -> float:
 
 
 def _current_rss_mb() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+    """Resident memory of this process now, MB (its peak so far where /proc is missing)."""
+    statm = Path("/proc/self/statm")
+    if not statm.exists():
+        return _peak_rss_mb()
+    return int(statm.read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
 def measure(
@@ -74,10 +81,9 @@ def measure(
     generator = torch.Generator(dev).manual_seed(0)
     if op == "forward":
         data = torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt) * 0.04  # 1/mm
-        run = lambda: projector(data)  # noqa: E731
     else:
         data = torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt)
-        run = (lambda: projector.backproject(data)) if op == "backproject" else (lambda: projector.adjoint(data))
+    run = partial({"forward": projector, "backproject": projector.backproject, "adjoint": projector.adjoint}[op], data)
     times = []
     with torch.no_grad():
         for i in range(warmup + repeats):
@@ -166,9 +172,6 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
         out: output folder. Defaults to ``demo``.
         overwrite: replace existing files. Defaults to False (nothing is written if any exists).
     """
-    import nibabel as nib
-    from PIL import Image
-
     folder = Path(out)
     paths = {name: folder / name for name in ("frontal.png", "lateral.png", "phantom.nii.gz", "geometry.json")}
     refuse_existing(paths.values(), overwrite)
