@@ -9,11 +9,16 @@ image ``-ln(I / I0)`` gives ``p`` back. The projector computes ``p`` from a volu
 1/mm. 60 keV is a typical effective energy of a filtered diagnostic beam; a single effective energy
 cannot reproduce beam hardening or the energy dependence of bone contrast, so pass ``mu_water`` for
 other beams.
+
+The detector model (:func:`quantum_counts`, :func:`detector_blur`) turns ideal intensities into what a
+flat-panel detector records, and :func:`normalise_radiograph` is the one display mapping shared by
+simulated and real X-rays, so the network sees both on the same scale.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 MU_WATER = 0.02059  # 1/mm, water at 60 keV
 
@@ -43,4 +48,72 @@ def log_image(intensity: torch.Tensor, i0: float = 1.0) -> torch.Tensor:
     return -torch.log(intensity.clamp(min=tiny) / i0)
 
 
-__all__ = ["MU_WATER", "hu_to_mu", "log_image", "mu_to_hu", "transmission"]
+def quantum_counts(expected: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Poisson-distributed photon counts with the given expected counts (quantum noise).
+
+    A pixel that counts nothing is read as one photon, as detectors floor dark pixels, so a log image
+    of the counts stays finite. Not differentiable (a sample).
+    """
+    return torch.poisson(expected.float().clamp(min=0), generator).clamp(min=1).to(expected.dtype)
+
+
+def detector_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian detector unsharpness (scintillator light spread, focal spot) of images (..., H, W).
+
+    Args:
+        image: (..., H, W) detector images.
+        sigma: standard deviation in pixels; 0 returns the input. Edges are replicated.
+    """
+    if sigma < 0:
+        raise ValueError(f"sigma must be >= 0 pixels, got {sigma}.")
+    if sigma == 0:
+        return image
+    radius = max(1, int(3 * sigma + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    flat = image.reshape(-1, 1, *image.shape[-2:])
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
+    return flat.reshape(image.shape)
+
+
+DISPLAY_PERCENTILES = (0.5, 99.5)  # % of pixels mapped to 0 and 1 by normalise_radiograph
+
+
+def normalise_radiograph(image: torch.Tensor, percentiles: tuple[float, float] = DISPLAY_PERCENTILES) -> torch.Tensor:
+    """Map each image (..., H, W) to [0, 1] between two of its percentiles, attenuation bright.
+
+    The network input scale for simulated log images and real radiographs alike: whatever a
+    radiograph's processing, gain or bit depth, its low percentile (open field, air) goes to 0 and its
+    high percentile (petrous bone, teeth) to 1, clipped outside. Robust percentiles rather than min/max
+    keep a hot pixel or a lead marker from compressing the rest of the image.
+
+    Raises:
+        ValueError: an image is constant (nothing to normalise) or not finite.
+    """
+    low, high = percentiles
+    if not 0 <= low < high <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {percentiles}.")
+    flat = image.reshape(-1, image.shape[-2] * image.shape[-1]).float()
+    if not torch.isfinite(flat).all():
+        raise ValueError("the image contains NaN or infinite values.")
+    bounds = torch.quantile(flat, torch.tensor([low, high], device=flat.device) / 100, dim=1)  # (2, N)
+    span = bounds[1] - bounds[0]
+    if (span <= 0).any():
+        raise ValueError("the image is constant between its display percentiles; there is nothing to show.")
+    normalised = ((flat - bounds[0, :, None]) / span[:, None]).clamp(0, 1)
+    return normalised.reshape(image.shape).to(image.dtype if image.is_floating_point() else torch.float32)
+
+
+__all__ = [
+    "DISPLAY_PERCENTILES",
+    "MU_WATER",
+    "detector_blur",
+    "hu_to_mu",
+    "log_image",
+    "mu_to_hu",
+    "normalise_radiograph",
+    "quantum_counts",
+    "transmission",
+]
