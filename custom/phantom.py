@@ -575,7 +575,7 @@ def generate(
         seed: seed of the set; case i uses ``case_seed(seed, i)``. Defaults to 0.
         age: age of every case, months. Defaults to drawn per case.
         variant: variant of every case (see :data:`VARIANTS`). Defaults to drawn per case.
-        size: grid voxels per axis. Defaults to 128.
+        size: grid voxels per axis, and detector pixels per side. Defaults to 128.
         spacing: voxel size, mm. Defaults to 1.5.
         pose: random head pose. Defaults to True.
         overwrite: replace existing files. Defaults to False (then nothing is written if any exists).
@@ -589,7 +589,7 @@ def generate(
     names = [f"phantom_{i:03d}" for i in range(n)]
     paths = [folder / f"{name}{suffix}" for name in names for suffix in (".nii.gz", "_labels.nii.gz")]
     refuse_existing([*paths, folder / "phantoms.json", folder / "montage.png"], overwrite)
-    geometry = BiplanarGeometry(vol_shape=(size,) * 3, vol_spacing=spacing)
+    geometry = BiplanarGeometry(vol_shape=(size,) * 3, vol_spacing=spacing, det_shape=(size, size))
     simulate = SimulateBiplanarXRay(geometry)
     records, rows = [], []
     for i, name in enumerate(names):

@@ -183,7 +183,7 @@ def test_ill_arg(kwargs):
 
 def test_cli_writes_volumes_labels_parameters_and_montage(tmp_path):
     generate(str(tmp_path), n=2, seed=1, size=48, spacing=4.0)
-    geometry = BiplanarGeometry(vol_shape=(48,) * 3, vol_spacing=4.0)
+    geometry = BiplanarGeometry(vol_shape=(48,) * 3, vol_spacing=4.0, det_shape=(48, 48))
     volume, labels = (nib.load(tmp_path / f"phantom_001{s}.nii.gz") for s in ("", "_labels"))
     assert np.allclose(volume.affine, geometry.affine) and volume.shape == geometry.vol_shape
     assert labels.get_data_dtype() == np.uint8 and set(np.unique(labels.dataobj)) <= set(LABELS.values())

@@ -1,0 +1,107 @@
+"""Head pose jitter for training: one small random rigid motion applied to a CT and its label maps.
+
+The X-rays are simulated from the moved CT afterwards, so input and target stay consistent. Rotation
+is about the grid centre (the isocentre); voxels that come in from outside the grid are air in a CT
+and background in a label map.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, RandomizableTransform
+
+AIR_HU = -1024.0  # the canonical CT's padding value
+
+
+def rigid_motion(
+    volume: torch.Tensor, rotation: np.ndarray, shift_voxels: Sequence[float], mode: str, padding: float
+) -> torch.Tensor:
+    """Resample ``volume`` (C, X, Y, Z) moved by ``rotation`` (3 x 3) about its centre and then shifted.
+
+    Args:
+        volume: (C, X, Y, Z) values on an isotropic grid.
+        rotation: (3, 3) rotation matrix in voxel axes (x, y, z).
+        shift_voxels: translation along x, y, z, voxels.
+        mode: ``bilinear`` (trilinear) or ``nearest``.
+        padding: the value of voxels moved in from outside.
+    """
+    # 1. output voxel -> input voxel, in align_corners-normalised coordinates (x, y, z):
+    #    in = R^T (out - centre - shift) + centre
+    half = (torch.tensor(volume.shape[1:], dtype=torch.float64) - 1) / 2
+    inverse = torch.from_numpy(np.asarray(rotation, dtype=np.float64).T)
+    theta = torch.cat(
+        (
+            torch.diag(1 / half) @ inverse @ torch.diag(half),
+            (-(inverse @ torch.tensor(shift_voxels, dtype=torch.float64)) / half)[:, None],
+        ),
+        dim=1,
+    )
+    theta = torch.cat((theta[:, :3].flip(0, 1), theta[:, 3:].flip(0)), dim=1)  # grid_sample orders axes z, y, x
+    grid = F.affine_grid(theta[None].float(), [1, 1, *volume.shape[1:]], align_corners=True)
+    # 2. sample what lies above the padding value, so voxels from outside the grid become ``padding``
+    moved = F.grid_sample((volume.float() - padding)[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return (moved[0] + padding).to(volume.dtype)
+
+
+class RandHeadPosed(MapTransform, RandomizableTransform):
+    """Rotate (about each axis, uniform in +-``max_rotation_deg``) and shift (+-``max_shift_mm``) the head.
+
+    Args:
+        keys: CT keys, resampled trilinearly and padded with air. Defaults to ``"ct"``.
+        label_keys: label-map keys, resampled by nearest neighbour and padded with 0. Defaults to ().
+        max_rotation_deg: largest rotation about each axis, degrees. Defaults to 3.
+        max_shift_mm: largest shift along each axis, mm. Defaults to 3.
+        spacing: voxel size of the canonical grid, mm. Defaults to 1.5.
+        prob: probability of moving a case. Defaults to 1.
+        allow_missing_keys: skip missing keys. Defaults to False.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "ct",
+        label_keys: KeysCollection = (),
+        max_rotation_deg: float = 3.0,
+        max_shift_mm: float = 3.0,
+        spacing: float = 1.5,
+        prob: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        label_keys = (label_keys,) if isinstance(label_keys, str) else tuple(label_keys)
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        if max_rotation_deg < 0 or max_shift_mm < 0 or spacing <= 0:
+            raise ValueError("max_rotation_deg and max_shift_mm must be >= 0 and spacing > 0 (mm).")
+        self.label_keys = label_keys
+        self.max_rotation_deg, self.max_shift_mm, self.spacing = max_rotation_deg, max_shift_mm, spacing
+        self._rotation, self._shift = np.eye(3), np.zeros(3)
+
+    def randomize(self, data=None) -> None:
+        super().randomize(None)
+        angles = np.radians(self.R.uniform(-1, 1, 3) * self.max_rotation_deg)
+        self._shift = self.R.uniform(-1, 1, 3) * self.max_shift_mm / self.spacing
+        turns = []
+        for axis, angle in enumerate(angles):
+            turn = np.eye(3)
+            i, j = [k for k in range(3) if k != axis]
+            turn[i, i] = turn[j, j] = math.cos(angle)
+            turn[i, j], turn[j, i] = -math.sin(angle), math.sin(angle)
+            turns.append(turn)
+        self._rotation = turns[2] @ turns[1] @ turns[0]
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize()
+        if not self._do_transform:
+            return d
+        for key in self.key_iterator(d):
+            d[key] = rigid_motion(d[key], self._rotation, self._shift, "bilinear", AIR_HU)
+        for key in self.label_keys:
+            if key in d or not self.allow_missing_keys:
+                d[key] = rigid_motion(d[key], self._rotation, self._shift, "nearest", 0.0)
+        return d
