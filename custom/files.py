@@ -44,10 +44,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
     return path
 
 
+def has_dicom_marker(path: str | os.PathLike) -> bool:
+    """Whether a file carries the DICOM Part 10 marker ("DICM" after the 128-byte preamble).
+
+    DICOM files are often named by UID or have no extension; this recognises them by content.
+    """
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-__all__ = ["atomic_write", "refuse_existing"]
+__all__ = ["atomic_write", "has_dicom_marker", "refuse_existing"]

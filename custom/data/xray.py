@@ -79,7 +79,7 @@ from monai.utils import ensure_tuple_rep
 from PIL import Image, ImageOps
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from custom.files import atomic_write
+from custom.files import atomic_write, has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.physics import normalise_radiograph
 
@@ -107,10 +107,8 @@ def _format_of(path: Path) -> str:
     fmt = _SUFFIXES.get(path.suffix.lower())
     if fmt is not None:
         return fmt
-    with open(path, "rb") as handle:  # DICOMs are often named by UID or have no extension at all
-        handle.seek(128)
-        if handle.read(4) == b"DICM":
-            return "dicom"
+    if has_dicom_marker(path):  # DICOMs are often named by UID or have no extension at all
+        return "dicom"
     raise ValueError(f"{path}: unknown X-ray file type {path.suffix!r}; expected DICOM, PNG, TIFF, JPEG or NIfTI.")
 
 

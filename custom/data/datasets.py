@@ -1,0 +1,222 @@
+"""Datalists for training and evaluation: generated phantoms, a folder of CTs, or a JSON datalist.
+
+A datalist is a list of dicts, one per case, as MONAI datasets take them. Three sources give one:
+
+- ``"phantom"``: ``n`` procedural phantoms, items ``{"case", "phantom_seed"}``; :class:`MakePhantomd`
+  renders the CT and labels from the seed, so the data needs no download and is the same everywhere;
+- a folder: every NIfTI/NRRD/MetaImage file and every folder holding a DICOM series below it,
+  items ``{"case", "ct"}`` sorted by path;
+- a JSON file: MONAI's datalist format (``{"training": [...], "validation": [...], "test": [...]}`` or
+  a plain list) with paths relative to the file's folder.
+
+:func:`load_datalist` picks a split. Splits are deterministic: a datalist's own sections are used as
+they are; otherwise the cases are shuffled with ``seed`` and cut by ``fractions``, so a given list
+and seed always give the same train/val/test cases. Every transform before the first random one is
+deterministic (phantom rendering, CT loading and canonicalisation), so ``monai.data.CacheDataset``
+(memory) or ``PersistentDataset`` (disk) can keep their results and spare the CPU at each epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
+
+from custom.data.ct import ITK_SUFFIXES, NIFTI_SUFFIXES
+from custom.files import has_dicom_marker
+from custom.geometry import BiplanarGeometry
+from custom.phantom import case_seed, make_phantom
+
+SPLITS = ("train", "val", "test")
+_SECTIONS = {"train": "training", "val": "validation", "test": "test"}  # MONAI datalist section names
+PATH_KEYS = ("ct", "labels", "frontal", "lateral")  # item keys holding file paths
+
+
+def phantom_datalist(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` phantom cases: ``{"case": "phantom_NNN", "phantom_seed": case_seed(seed, i)}``."""
+    if n < 1:
+        raise ValueError(f"need at least one phantom case, got n={n}.")
+    return [{"case": f"phantom_{i:03d}", "phantom_seed": case_seed(seed, i)} for i in range(n)]
+
+
+def _ct_name(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in NIFTI_SUFFIXES + ITK_SUFFIXES if name.endswith(s)), "")
+
+
+def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every CT below ``root``: volume files (NIfTI, NRRD, MetaImage) and DICOM series folders.
+
+    A folder counts as one DICOM series if any of its own files is DICOM; :class:`~custom.data.ct.LoadCT`
+    reports a folder that mixes series. Hidden files and folders are skipped.
+
+    Raises:
+        ValueError: ``root`` is not a folder or holds no CT.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder of CTs.")
+    items = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        paths = [Path(folder, name) for name in sorted(files) if not name.startswith(".")]
+        items += [{"case": str(p.relative_to(root)), "ct": str(p)} for p in paths if _ct_name(p)]
+        if any(p.suffix.lower() in (".dcm", ".ima") or has_dicom_marker(p) for p in paths if not _ct_name(p)):
+            items.append(
+                {"case": str(Path(folder).relative_to(root)) if Path(folder) != root else root.name, "ct": folder}
+            )
+    if not items:
+        raise ValueError(f"no CT found below {root} (looked for {NIFTI_SUFFIXES + ITK_SUFFIXES} and DICOM series).")
+    return sorted(items, key=lambda item: item["case"])
+
+
+def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | list[dict[str, Any]]:
+    """A MONAI-style JSON datalist, with relative paths made absolute against the file's folder.
+
+    Returns the sections as ``{"train": ..., "val": ..., "test": ...}`` (those present) when the file
+    has ``training`` / ``validation`` / ``test`` sections, else the plain list.
+
+    Raises:
+        ValueError: unreadable JSON, or neither a list nor a dict with a known section.
+    """
+    path = Path(path)
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the datalist {path}: {error}") from error
+    base = path.parent
+
+    def resolved(items: Any) -> list[dict[str, Any]]:
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ValueError(f"{path}: a datalist section must be a list of objects.")
+        return [{k: str(base / v) if k in PATH_KEYS and isinstance(v, str) else v for k, v in i.items()} for i in items]
+
+    if isinstance(content, list):
+        return resolved(content)
+    sections = (
+        {s: resolved(content[name]) for s, name in _SECTIONS.items() if name in content}
+        if isinstance(content, dict)
+        else {}
+    )
+    if not sections:
+        raise ValueError(f"{path}: expected a list of cases or sections {tuple(_SECTIONS.values())}.")
+    return sections
+
+
+def split_datalist(
+    items: Sequence[dict[str, Any]], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
+) -> dict[str, list[dict[str, Any]]]:
+    """Shuffle ``items`` with ``seed`` and cut them into train/val/test by ``fractions``.
+
+    Validation and test get ``round(n * fraction)`` cases, at least one each when their fraction is
+    positive and there are enough cases; train gets the rest.
+
+    Raises:
+        ValueError: fractions that are not three non-negative numbers summing to 1, or too few cases.
+    """
+    fractions = [float(f) for f in fractions]
+    if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1):
+        raise ValueError(f"fractions must be three shares (train, val, test) >= 0 summing to 1, got {fractions}.")
+    n = len(items)
+    held_out = [max(int(f > 0), round(n * f)) for f in fractions[1:]]
+    if n - sum(held_out) < (fractions[0] > 0):
+        raise ValueError(f"{n} cases cannot be split by {fractions}.")
+    order = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum([n - sum(held_out), *held_out])[:-1]
+    return {split: [items[i] for i in part] for split, part in zip(SPLITS, np.split(order, cuts))}
+
+
+def load_datalist(
+    source: str | os.PathLike,
+    split: str | None = "train",
+    n: int = 64,
+    seed: int = 0,
+    fractions: Sequence[float] = (0.8, 0.1, 0.1),
+) -> list[dict[str, Any]]:
+    """One split (or all cases, ``split=None``) of the phantom set, a CT folder or a JSON datalist.
+
+    Args:
+        source: ``"phantom"``, a folder of CTs, or a ``.json`` datalist.
+        split: ``train``, ``val``, ``test`` or None for every case. Defaults to ``train``.
+        n: number of phantom cases. Defaults to 64.
+        seed: seed of the phantom set and of the split. Defaults to 0.
+        fractions: (train, val, test) shares where the source has no sections. Defaults to (0.8, 0.1, 0.1).
+
+    Raises:
+        ValueError: an unknown split, a missing source, or a JSON datalist without the requested section.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}.")
+    if str(source) == "phantom":
+        items = phantom_datalist(n, seed)
+    elif Path(source).is_dir():
+        items = ct_folder_datalist(source)
+    elif Path(source).is_file() and str(source).lower().endswith(".json"):
+        items = json_datalist(source)
+    else:
+        raise ValueError(f"the data source must be 'phantom', a folder of CTs or a .json datalist; got {source!s}.")
+    if isinstance(items, dict):  # the datalist's own sections
+        if split is None:
+            return [item for part in items.values() for item in part]
+        if split not in items:
+            raise ValueError(f"{source} has no {_SECTIONS[split]!r} section (it has {sorted(items)}).")
+        return items[split]
+    return list(items) if split is None else split_datalist(items, fractions, seed)[split]
+
+
+class MakePhantomd(MapTransform):
+    """Render the phantom of each item's seed: adds the CT (HU), its labels and its parameters.
+
+    Args:
+        geometry: the CT grid.
+        seed_key: the item key holding the phantom's seed. Defaults to ``"phantom_seed"``.
+        ct_key: where the (1, X, Y, Z) HU MetaTensor goes. Defaults to ``"ct"``.
+        label_key: where the (1, X, Y, Z) uint8 label MetaTensor goes. Defaults to ``"labels"``.
+        parameters_key: where the parameters go, as a JSON string (collates into a batch).
+            Defaults to ``"phantom"``.
+        **options: :func:`custom.phantom.sample_parameters` arguments (e.g. ``age_months``,
+            ``variant``, ``pose``) applied to every case.
+    """
+
+    def __init__(
+        self,
+        geometry: BiplanarGeometry,
+        seed_key: Hashable = "phantom_seed",
+        ct_key: Hashable = "ct",
+        label_key: Hashable = "labels",
+        parameters_key: Hashable = "phantom",
+        **options: Any,
+    ) -> None:
+        super().__init__(seed_key)
+        self.geometry = geometry
+        self.ct_key, self.label_key, self.parameters_key = ct_key, label_key, parameters_key
+        self.options = options
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            phantom = make_phantom(int(d[key]), self.geometry, **self.options)
+            affine = torch.as_tensor(self.geometry.affine)
+            d[self.ct_key] = MetaTensor(phantom.hu[None], affine=affine)
+            d[self.label_key] = MetaTensor(phantom.labels[None], affine=affine)
+            d[self.parameters_key] = json.dumps(phantom.parameters.to_dict())
+        return d
+
+
+__all__ = [
+    "PATH_KEYS",
+    "SPLITS",
+    "MakePhantomd",
+    "ct_folder_datalist",
+    "json_datalist",
+    "load_datalist",
+    "phantom_datalist",
+    "split_datalist",
+]

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose
+
+from custom.data.ct import CanonicaliseCTd, LoadCTd
+from custom.data.datasets import (
+    MakePhantomd,
+    ct_folder_datalist,
+    json_datalist,
+    load_datalist,
+    phantom_datalist,
+    split_datalist,
+)
+from custom.data.pose import RandHeadPosed
+from custom.data.simulate import SimulateBiplanarXRayd, XRayAugmentation
+from custom.geometry import BiplanarGeometry
+from custom.phantom import make_phantom
+
+SMALL = BiplanarGeometry(vol_shape=(32,) * 3, vol_spacing=6.0, det_shape=(32, 32))
+
+
+def test_phantom_datalist_is_deterministic_with_distinct_seeds():
+    items = phantom_datalist(20, seed=3)
+    assert items == phantom_datalist(20, seed=3) != phantom_datalist(20, seed=4)
+    assert len({i["phantom_seed"] for i in items}) == 20 and items[7]["case"] == "phantom_007"
+
+
+@pytest.mark.parametrize("n, counts", [(10, (8, 1, 1)), (3, (1, 1, 1)), (64, (52, 6, 6))])
+def test_split_is_a_deterministic_partition(n, counts):
+    items = [{"case": str(i)} for i in range(n)]
+    split = split_datalist(items, seed=1)
+    assert tuple(len(split[s]) for s in ("train", "val", "test")) == counts
+    cases = [i["case"] for part in split.values() for i in part]
+    assert sorted(cases) == sorted(i["case"] for i in items)  # every case exactly once
+    assert split == split_datalist(items, seed=1)
+    if n > 3:
+        assert split != split_datalist(items, seed=2)
+
+
+def _touch_dicom(path):
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+
+
+def test_ct_folder_lists_volume_files_and_dicom_series_folders(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "series").mkdir()
+    (tmp_path / ".cache").mkdir()
+    for name in ("a.nii.gz", "sub/b.mha", "notes.txt", ".hidden.nii.gz", ".cache/c.nii"):
+        (tmp_path / name).write_bytes(b"")
+    _touch_dicom(tmp_path / "series" / "1.2.840.1")  # named by UID, no extension
+    items = ct_folder_datalist(tmp_path)
+    assert [i["case"] for i in items] == ["a.nii.gz", "series", "sub/b.mha"]
+    assert items[1]["ct"] == str(tmp_path / "series")
+
+
+def test_json_datalist_sections_and_relative_paths(tmp_path):
+    path = tmp_path / "datalist.json"
+    path.write_text(json.dumps({"training": [{"ct": "a.nii.gz", "age": 3}], "test": [{"ct": "/abs/b.nii"}]}))
+    sections = json_datalist(path)
+    assert sections == {"train": [{"ct": str(tmp_path / "a.nii.gz"), "age": 3}], "test": [{"ct": "/abs/b.nii"}]}
+    assert load_datalist(path, "test") == [{"ct": "/abs/b.nii"}]
+    assert len(load_datalist(path, None)) == 2
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([{"ct": f"{i}.nii"} for i in range(10)]))
+    assert len(load_datalist(plain, "train")) == 8 and len(load_datalist(plain, "val")) == 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda tmp: phantom_datalist(0),
+        lambda tmp: split_datalist([{}] * 5, fractions=(0.5, 0.5)),
+        lambda tmp: split_datalist([{}] * 5, fractions=(0.9, 0.2, -0.1)),
+        lambda tmp: split_datalist([{}], fractions=(0.8, 0.1, 0.1)),
+        lambda tmp: ct_folder_datalist(tmp),  # empty folder
+        lambda tmp: ct_folder_datalist(tmp / "missing"),
+        lambda tmp: load_datalist("phantom", split="training"),
+        lambda tmp: load_datalist(tmp / "missing.json"),
+        lambda tmp: (tmp / "bad.json").write_text("{") and load_datalist(tmp / "bad.json"),
+        lambda tmp: (tmp / "odd.json").write_text('{"cases": []}') and load_datalist(tmp / "odd.json"),
+        lambda tmp: (tmp / "t.json").write_text('{"training": [{"ct": "x"}]}') and load_datalist(tmp / "t.json", "val"),
+    ],
+)
+def test_ill_arg(call, tmp_path):
+    with pytest.raises(ValueError):
+        call(tmp_path)
+
+
+def test_phantom_dataset_caches_the_rendering_and_simulates_per_epoch():
+    items = load_datalist("phantom", "train", n=5, seed=0)
+    transform = Compose(
+        [
+            MakePhantomd(SMALL, pose=False),
+            RandHeadPosed(keys="ct", label_keys="labels", spacing=SMALL.vol_spacing),
+            SimulateBiplanarXRayd(keys="ct", geometry=SMALL, augmentation=XRayAugmentation()),
+        ]
+    )
+    transform.set_random_state(0)
+    dataset = CacheDataset(items, transform, progress=False)
+    first = dataset[0]
+    expected = make_phantom(items[0]["phantom_seed"], SMALL, pose=False)
+    assert torch.equal(dataset._cache[0]["ct"][0], expected.hu)  # the deterministic part is cached
+    assert first["image"].shape == (2, 32, 32) and first["ct"].shape == (1, 32, 32, 32)
+    assert np.allclose(first["ct"].affine.numpy(), SMALL.affine)
+    assert json.loads(first["phantom"])["seed"] == items[0]["phantom_seed"]
+    assert not torch.equal(dataset[0]["image"], first["image"])  # augmentation draws anew each time
+    batch = next(iter(DataLoader(dataset, batch_size=2)))
+    assert batch["image"].shape == (2, 2, 32, 32) and len(batch["phantom"]) == 2
+
+
+def test_a_ct_folder_becomes_training_pairs(tmp_path):
+    geometry = BiplanarGeometry(vol_shape=(64,) * 3, vol_spacing=3.0, det_shape=(64, 64))
+    phantom = make_phantom(2, geometry, pose=False, age_months=12.0)
+    # the same head stored LPS (flipped x and y) at half the resolution, as a scanner might write it
+    lps = np.diag([-6.0, -6.0, 6.0, 1.0])
+    lps[:3, 3] = [93.0, 93.0, -93.0]
+    coarse = torch.nn.functional.avg_pool3d(phantom.hu[None, None], 2)[0, 0].numpy()
+    nib.save(nib.Nifti1Image(coarse[::-1, ::-1].copy(), lps), tmp_path / "head.nii.gz")
+    items = load_datalist(tmp_path, None)
+    pipeline = Compose(
+        [LoadCTd("ct"), CanonicaliseCTd(geometry=geometry, keys="ct"), SimulateBiplanarXRayd("ct", geometry=geometry)]
+    )
+    case = pipeline(items[0])
+    reference = SimulateBiplanarXRayd("ct", geometry=geometry)({"ct": phantom.hu[None]})["image"]
+    assert case["ct"].shape == (1, 64, 64, 64) and np.allclose(case["ct"].affine.numpy(), geometry.affine)
+    correlation = np.corrcoef(case["image"].flatten().numpy(), reference.flatten().numpy())[0, 1]
+    assert correlation > 0.97  # the same radiographs, up to resolution and centring
