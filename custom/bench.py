@@ -2,6 +2,7 @@
 
     python -m custom.bench projector --json bench/projector.json     # timings and peak memory
     python -m custom.bench demo --out demo                           # two DRRs of a built-in head
+    python -m custom.bench phantoms --json bench/phantoms.json       # phantom generation time per case
 
 ``projector`` times forward projection (N^3 -> 2 x N^2), back-projection (2 x N^2 -> N^3, mean of the
 views) and the adjoint (2 x N^2 -> N^3) at each size N: batch 1, one channel, no autograd graph,
@@ -162,6 +163,50 @@ def projector(
         print(f"wrote {json}")
 
 
+def phantoms(json: str | None = None, n: int = 20, size: int = 128, threads: int = 1, overwrite: bool = False) -> None:
+    """Time procedural phantom generation (seconds per case) on ``threads`` CPU threads.
+
+    One record ``{"op": "phantom", "size", "device", "n", "median_s", "max_s", "torch"}``: the
+    median and the slowest of ``n`` cases of the default set (seed 0) after one untimed case.
+
+    Args:
+        json: where to write the record as JSON. Defaults to printing only.
+        n: timed cases. Defaults to 20.
+        size: grid voxels per axis (1.5 mm voxels scaled to the default field of view). Defaults to 128.
+        threads: CPU threads for torch. Defaults to 1 (the 1 s per case target is for one core).
+        overwrite: replace an existing JSON file. Defaults to False.
+    """
+    from custom.phantom import case_seed, make_phantom
+
+    if json is not None:
+        refuse_existing([json], overwrite)
+    geometry = BiplanarGeometry().resampled((size,) * 3, (size, size))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        make_phantom(case_seed(0, n), geometry)  # warm-up
+        times = []
+        for i in range(n):
+            tick = time.perf_counter()
+            make_phantom(case_seed(0, i), geometry)
+            times.append(time.perf_counter() - tick)
+        device = device_name(torch.device("cpu"))
+    finally:
+        torch.set_num_threads(previous)
+    record = {
+        "op": "phantom",
+        "size": size,
+        "device": device,
+        "n": n,
+        "median_s": round(statistics.median(times), 4),
+        "max_s": round(max(times), 4),
+        "torch": torch.__version__,
+    }
+    print(dumps(record))
+    if json is not None:
+        atomic_write(json, lambda tmp: tmp.write_text(dumps([record], indent=2) + "\n"), overwrite)
+
+
 def demo(out: str = "demo", overwrite: bool = False) -> None:
     """Project the built-in analytic head with the default geometry and write what a person can look at.
 
@@ -194,7 +239,7 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
 
 def main() -> None:
     try:
-        fire.Fire({"projector": projector, "demo": demo})
+        fire.Fire({"projector": projector, "phantoms": phantoms, "demo": demo})
     except (ValueError, FileExistsError) as error:  # the user's input: a message, not a traceback
         sys.exit(f"error: {error}")
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from custom.bench import OPS, demo, measure, projector
+from custom.bench import OPS, demo, measure, phantoms, projector
 from custom.ellipsoids import analytic_head
 from custom.geometry import BiplanarGeometry
 
@@ -70,3 +70,13 @@ def test_demo_writes_images_that_show_the_patients_left_on_the_right(tmp_path):
     assert geometry["det_shape"] == [128, 128]
     with pytest.raises(FileExistsError):
         demo(out=str(tmp_path))
+
+
+def test_phantoms_command_writes_a_timing_record(tmp_path):
+    out = tmp_path / "phantoms.json"
+    phantoms(json=str(out), n=2, size=32)
+    (record,) = json.loads(out.read_text())
+    assert record["op"] == "phantom" and record["n"] == 2 and 0 < record["median_s"] <= record["max_s"]
+    assert record["device"].startswith("cpu: ") and "(1 threads)" in record["device"]
+    with pytest.raises(FileExistsError):
+        phantoms(json=str(out), n=1, size=32)
