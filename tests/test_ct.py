@@ -4,6 +4,7 @@ import logging
 import random
 from pathlib import Path
 
+import itk
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -21,6 +22,7 @@ from custom.data.ct import (
     LoadCTd,
     connected_components,
 )
+from custom.data.simulate import SimulateBiplanarXRay
 from custom.geometry import BiplanarGeometry
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -261,7 +263,6 @@ def test_uneven_slices_are_resampled_onto_an_even_grid(tmp_path, positions):
 
 
 def test_nifti_orientations_nrrd_and_mha_load_the_same_world(tmp_path, synthetic_head):
-    itk = pytest.importorskip("itk")
     volume, affine = synthetic_head
     loaded = {}
     for codes in ("RAS", "LPS"):
@@ -489,7 +490,6 @@ def _rgb(folder: Path) -> Path:
 
 def _itk_file(name: str, text: str):
     def make(folder: Path) -> Path:
-        pytest.importorskip("itk")
         (folder / name).write_text(text)
         return folder / name
 
@@ -503,7 +503,6 @@ def _broken_dicom_in_folder(folder: Path) -> Path:
 
 
 def _itk_2d(folder: Path) -> Path:
-    itk = pytest.importorskip("itk")
     itk.imwrite(itk.image_from_array(np.zeros((4, 5), np.float32)), str(folder / "flat.mha"))
     return folder / "flat.mha"
 
@@ -650,6 +649,18 @@ def test_real_phantom_tilt_correction_keeps_the_skull_shape(phantom_scans):
     # Two sessions of one skull: its length and width agree only if the DICOM shear is undone.
     size = {name: np.subtract(*skull_box(canonical)[::-1]) * 2.0 for name, (_, canonical) in phantom_scans.items()}
     np.testing.assert_allclose(size["dicom"][:2], size["nifti"][:2], atol=6.0)  # mm; untilted the length is +16
+
+
+@pytest.mark.parametrize("name", ["nifti", "dicom"])
+def test_real_phantom_simulates_head_radiographs(phantom_scans, adult_geometry, name):
+    views = SimulateBiplanarXRay(adult_geometry)(phantom_scans[name][1])  # (2, H, W) in [0, 1]
+    assert torch.isfinite(views).all() and views.min() == 0 and views.max() == 1
+    rows, columns = torch.meshgrid(*(torch.arange(n, dtype=torch.float32) for n in views.shape[1:]), indexing="ij")
+    bright = views > 0.5  # bone
+    centre = (torch.tensor(views.shape[1:]) - 1) / 2
+    for view in bright:  # the skull's box in the middle of both images
+        for coordinate, middle in ((rows[view], centre[0]), (columns[view], centre[1])):
+            assert abs((coordinate.min() + coordinate.max()) / 2 - middle) < 6
 
 
 def test_real_normalised_and_template_volumes_canonicalise(adult_geometry, caplog):
