@@ -62,11 +62,11 @@ from PIL import Image
 
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
+from custom.physics import AIR_HU
 
 LABELS = {"background": 0, "soft_tissue": 1, "brain": 2, "bone": 3}  # label map values
 VARIANTS = ("normal", "sagittal", "metopic", "unicoronal", "bicoronal", "lambdoid")
 SIDES = ("left", "right")  # the patient's side of a unilateral synostosis
-AIR_HU = -1000.0
 BONE_FRACTION = (0.01, 0.05)  # share of bone-labelled voxels of the default grid, 0-24 months (tested)
 
 # WHO head circumference-for-age medians, mean of boys and girls: (months, cm)
@@ -551,6 +551,9 @@ def case_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+MONTAGE_ROWS = 16  # cases shown in the CLI's montage
+
+
 def generate(
     out: str,
     n: int = 8,
@@ -566,8 +569,9 @@ def generate(
 
     Files in ``out``: ``phantom_NNN.nii.gz`` (HU, int16, RAS affine of the grid),
     ``phantom_NNN_labels.nii.gz`` (uint8, :data:`LABELS`), ``phantoms.json`` (the parameters of each
-    case and its generation time) and ``montage.png`` (one row per case: axial, coronal and sagittal
-    slices, then the frontal and lateral X-rays simulated with the default detector).
+    case and its generation time) and ``montage.png`` (one row per case for the first
+    :data:`MONTAGE_ROWS`: axial, coronal and sagittal slices, then the frontal and lateral X-rays
+    simulated with the default detector). An interrupted run removes what it wrote.
 
     Args:
         out: output folder.
@@ -591,26 +595,33 @@ def generate(
     refuse_existing([*paths, folder / "phantoms.json", folder / "montage.png"], overwrite)
     geometry = BiplanarGeometry(vol_shape=(size,) * 3, vol_spacing=spacing, det_shape=(size, size))
     simulate = SimulateBiplanarXRay(geometry)
-    records, rows = [], []
-    for i, name in enumerate(names):
-        tick = time.perf_counter()
-        phantom = make_phantom(case_seed(seed, i), geometry, age_months=age, variant=variant, pose=pose)
-        seconds = time.perf_counter() - tick
-        for suffix, array in ((".nii.gz", phantom.hu.round().short()), ("_labels.nii.gz", phantom.labels)):
-            image = nib.Nifti1Image(array.numpy(), geometry.affine)
-            atomic_write(folder / f"{name}{suffix}", lambda tmp, image=image: nib.save(image, tmp), overwrite)
-        p = phantom.parameters
-        side = f" {p.side}" if p.side else ""
-        title = f"{name}: {p.age_months:.1f} months, {p.variant}{side}, seed {p.seed}"
-        rows.append(montage(phantom.hu, simulate(phantom.hu), title, height=160))
-        records.append({"name": name, "seconds": round(seconds, 3), **p.to_dict()})
-        print(f"{title}  ({seconds:.2f} s)")
-    picture = Image.new("L", (max(r.width for r in rows), sum(r.height for r in rows)))
-    for k, row in enumerate(rows):
-        picture.paste(row, (0, sum(r.height for r in rows[:k])))
-    atomic_write(folder / "montage.png", lambda tmp: picture.save(tmp, format="PNG"), overwrite)
-    text = json.dumps({"geometry": geometry.to_dict(), "cases": records}, indent=2) + "\n"
-    atomic_write(folder / "phantoms.json", lambda tmp: tmp.write_text(text), overwrite)
+    records, rows, written = [], [], []
+    try:
+        for i, name in enumerate(names):
+            tick = time.perf_counter()
+            phantom = make_phantom(case_seed(seed, i), geometry, age_months=age, variant=variant, pose=pose)
+            seconds = time.perf_counter() - tick
+            for suffix, array in ((".nii.gz", phantom.hu.round().short()), ("_labels.nii.gz", phantom.labels)):
+                image = nib.Nifti1Image(array.numpy(), geometry.affine)
+                save = lambda tmp, image=image: nib.save(image, tmp)  # noqa: E731
+                written.append(atomic_write(folder / f"{name}{suffix}", save, overwrite))
+            p = phantom.parameters
+            side = f" {p.side}" if p.side else ""
+            title = f"{name}: {p.age_months:.1f} months, {p.variant}{side}, seed {p.seed}"
+            if i < MONTAGE_ROWS:
+                rows.append(montage(phantom.hu, simulate(phantom.hu), title, height=160))
+            records.append({"name": name, "seconds": round(seconds, 3), **p.to_dict()})
+            print(f"{title}  ({seconds:.2f} s)")
+        picture = Image.new("L", (max(r.width for r in rows), sum(r.height for r in rows)))
+        for k, row in enumerate(rows):
+            picture.paste(row, (0, sum(r.height for r in rows[:k])))
+        written.append(atomic_write(folder / "montage.png", lambda tmp: picture.save(tmp, format="PNG"), overwrite))
+        text = json.dumps({"geometry": geometry.to_dict(), "cases": records}, indent=2) + "\n"
+        written.append(atomic_write(folder / "phantoms.json", lambda tmp: tmp.write_text(text), overwrite))
+    except BaseException:  # all or nothing: an interrupted set leaves no partial files behind
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     print(f"wrote {n} phantoms, phantoms.json and montage.png to {folder}")
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 MU_WATER = 0.02059  # 1/mm, water at 60 keV
+AIR_HU = -1024.0  # HU, air as CT scanners store it; the value outside every canonical CT and phantom
 
 
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
@@ -107,6 +108,7 @@ def normalise_radiograph(image: torch.Tensor, percentiles: tuple[float, float] =
 
 
 __all__ = [
+    "AIR_HU",
     "DISPLAY_PERCENTILES",
     "MU_WATER",
     "detector_blur",

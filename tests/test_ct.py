@@ -175,7 +175,7 @@ def test_dicom_series_loads_hu_and_affine(tmp_path, orientation):
 
 def test_dicom_file_order_and_names_do_not_matter(tmp_path):
     reference = LoadCT()(write_series(tmp_path / "ordered", stacked()))
-    names = [f"{generate_uid()[-12:]}.dcm" for _ in range(12)]
+    names = [generate_uid()[-12:] + (".dcm" if i % 2 else "") for i in range(12)]  # UIDs, with or without .dcm
     order = list(range(12))
     random.Random(0).shuffle(order)
     folder = write_series(tmp_path / "shuffled", stacked()[order], names=names)
@@ -186,7 +186,8 @@ def test_dicom_file_order_and_names_do_not_matter(tmp_path):
     ct = LoadCT()(folder)
     assert torch.equal(ct.as_tensor(), reference.as_tensor())
     assert torch.allclose(ct.affine, reference.affine)
-    assert torch.equal(LoadCT()(folder / names[3]).as_tensor(), reference.as_tensor())  # one file -> its series
+    for name in names[2:4]:  # one file, named by UID (suffix ".<digits>") or with .dcm -> its series
+        assert torch.equal(LoadCT()(folder / name).as_tensor(), reference.as_tensor())
 
 
 def test_dicom_folder_skips_files_that_are_not_ct_images(tmp_path, caplog):

@@ -21,6 +21,7 @@ from custom.phantom import (
     make_phantom,
     sample_parameters,
 )
+from custom.physics import AIR_HU
 
 COARSE = BiplanarGeometry(vol_shape=(64,) * 3, vol_spacing=3.0)
 BONE = LABELS["bone"]
@@ -79,7 +80,7 @@ def test_labels_intensities_and_bone_fraction():
         labels, hu = phantom.labels, phantom.hu
         assert set(torch.unique(labels).tolist()) == set(LABELS.values())
         median = {name: hu[labels == value].median().item() for name, value in LABELS.items()}
-        assert median["background"] == pytest.approx(-1000, abs=1)
+        assert median["background"] == pytest.approx(AIR_HU, abs=1)
         assert -20 < median["soft_tissue"] < 60 and 0 < median["brain"] < 40
         assert median["bone"] > 0.5 * phantom.parameters.bone_hu
         low, high = BONE_FRACTION
@@ -197,3 +198,20 @@ def test_cli_writes_volumes_labels_parameters_and_montage(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     with pytest.raises(ValueError):
         generate(str(tmp_path / "none"), n=0)
+
+
+def test_cli_leaves_nothing_behind_when_interrupted(tmp_path, monkeypatch):
+    import custom.phantom as module
+
+    calls = []
+
+    def failing_on_the_second_case(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return make_phantom(*args, **kwargs)
+
+    monkeypatch.setattr(module, "make_phantom", failing_on_the_second_case)
+    with pytest.raises(KeyboardInterrupt):
+        generate(str(tmp_path), n=3, size=32, spacing=6.0)
+    assert len(calls) == 2 and list(tmp_path.iterdir()) == []

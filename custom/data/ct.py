@@ -51,11 +51,11 @@ from monai.transforms import MapTransform, Transform
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut
 
+from custom.files import has_dicom_marker
 from custom.geometry import BiplanarGeometry
 
 logger = logging.getLogger(__name__)
 
-AIR_HU: float = -1024.0  # HU, the value of air and of everything outside a scan
 HU_RANGE: tuple[float, float] = (-1024.0, 3071.0)  # HU, the 12-bit range CT scanners store
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
@@ -123,7 +123,7 @@ def read_ct(
         volume, affine, meta = _read_nifti(path)
     elif suffix in ITK_SUFFIXES:
         volume, affine, meta = _read_itk(path)
-    elif suffix in DICOM_SUFFIXES:
+    elif suffix in DICOM_SUFFIXES or has_dicom_marker(path):  # DICOM files are often named by UID
         volume, affine, meta = _read_dicom_series(path.parent, series_uid, path, allow_tilt, resample_uneven)
     else:
         known = NIFTI_SUFFIXES + ITK_SUFFIXES + DICOM_SUFFIXES[:-1]
@@ -845,7 +845,6 @@ class CanonicaliseCTd(MapTransform):
 
 
 __all__ = [
-    "AIR_HU",
     "HU_RANGE",
     "CanonicaliseCT",
     "CanonicaliseCTd",

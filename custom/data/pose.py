@@ -14,9 +14,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
-AIR_HU = -1024.0  # the canonical CT's padding value
+from custom.physics import AIR_HU
 
 
 def rigid_motion(
@@ -57,7 +58,8 @@ class RandHeadPosed(MapTransform, RandomizableTransform):
         label_keys: label-map keys, resampled by nearest neighbour and padded with 0. Defaults to ().
         max_rotation_deg: largest rotation about each axis, degrees. Defaults to 3.
         max_shift_mm: largest shift along each axis, mm. Defaults to 3.
-        spacing: voxel size of the canonical grid, mm. Defaults to 1.5.
+        spacing: voxel size of the canonical grid, mm. Defaults to None: read from the CT's affine
+            (a MetaTensor, as canonical CTs and phantoms are).
         prob: probability of moving a case. Defaults to 1.
         allow_missing_keys: skip missing keys. Defaults to False.
     """
@@ -68,14 +70,14 @@ class RandHeadPosed(MapTransform, RandomizableTransform):
         label_keys: KeysCollection = (),
         max_rotation_deg: float = 3.0,
         max_shift_mm: float = 3.0,
-        spacing: float = 1.5,
+        spacing: float | None = None,
         prob: float = 1.0,
         allow_missing_keys: bool = False,
     ) -> None:
         label_keys = (label_keys,) if isinstance(label_keys, str) else tuple(label_keys)
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
-        if max_rotation_deg < 0 or max_shift_mm < 0 or spacing <= 0:
+        if max_rotation_deg < 0 or max_shift_mm < 0 or (spacing is not None and spacing <= 0):
             raise ValueError("max_rotation_deg and max_shift_mm must be >= 0 and spacing > 0 (mm).")
         self.label_keys = label_keys
         self.max_rotation_deg, self.max_shift_mm, self.spacing = max_rotation_deg, max_shift_mm, spacing
@@ -84,7 +86,7 @@ class RandHeadPosed(MapTransform, RandomizableTransform):
     def randomize(self, data=None) -> None:
         super().randomize(None)
         angles = np.radians(self.R.uniform(-1, 1, 3) * self.max_rotation_deg)
-        self._shift = self.R.uniform(-1, 1, 3) * self.max_shift_mm / self.spacing
+        self._shift = self.R.uniform(-1, 1, 3) * self.max_shift_mm  # mm
         turns = []
         for axis, angle in enumerate(angles):
             turn = np.eye(3)
@@ -99,9 +101,24 @@ class RandHeadPosed(MapTransform, RandomizableTransform):
         self.randomize()
         if not self._do_transform:
             return d
-        for key in self.key_iterator(d):
-            d[key] = rigid_motion(d[key], self._rotation, self._shift, "bilinear", AIR_HU)
+        keys = list(self.key_iterator(d))
+        if not keys:
+            return d
+        shift = self._shift / self._spacing(d[keys[0]])  # voxels
+        for key in keys:
+            d[key] = rigid_motion(d[key], self._rotation, shift, "bilinear", AIR_HU)
         for key in self.label_keys:
             if key in d or not self.allow_missing_keys:
-                d[key] = rigid_motion(d[key], self._rotation, self._shift, "nearest", 0.0)
+                d[key] = rigid_motion(d[key], self._rotation, shift, "nearest", 0.0)
         return d
+
+    def _spacing(self, volume: torch.Tensor) -> float:
+        """The isotropic voxel size (mm): the argument, or the MetaTensor's affine."""
+        if self.spacing is not None:
+            return self.spacing
+        if not isinstance(volume, MetaTensor):
+            raise ValueError("RandHeadPosed needs a spacing (mm) or a MetaTensor CT with an affine.")
+        sizes = np.linalg.norm(np.asarray(volume.affine, dtype=float)[:3, :3], axis=0)
+        if not np.allclose(sizes, sizes[0], rtol=1e-4):
+            raise ValueError(f"RandHeadPosed needs an isotropic grid, got voxel sizes {sizes} mm; canonicalise first.")
+        return float(sizes[0])
