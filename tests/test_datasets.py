@@ -11,6 +11,7 @@ from monai.transforms import Compose
 
 from custom.data.ct import CanonicaliseCTd, LoadCTd
 from custom.data.datasets import (
+    SPLITS,
     MakePhantomd,
     ct_folder_datalist,
     json_datalist,
@@ -32,16 +33,24 @@ def test_phantom_datalist_is_deterministic_with_distinct_seeds():
     assert len({i["phantom_seed"] for i in items}) == 20 and items[7]["case"] == "phantom_007"
 
 
-@pytest.mark.parametrize("n, counts", [(10, (8, 1, 1)), (3, (1, 1, 1)), (64, (52, 6, 6))])
-def test_split_is_a_deterministic_partition(n, counts):
-    items = [{"case": str(i)} for i in range(n)]
+@pytest.mark.parametrize("n", [3, 10, 64])
+def test_split_is_a_deterministic_partition(n):
+    items = [{"case": f"case_{i}"} for i in range(n)]
     split = split_datalist(items, seed=1)
-    assert tuple(len(split[s]) for s in ("train", "val", "test")) == counts
+    assert all(split[s] for s in ("train", "val", "test"))  # tiny lists still get every split
     cases = [i["case"] for part in split.values() for i in part]
     assert sorted(cases) == sorted(i["case"] for i in items)  # every case exactly once
-    assert split == split_datalist(items, seed=1)
-    if n > 3:
-        assert split != split_datalist(items, seed=2)
+    assert split == split_datalist(list(reversed(items)), seed=1)  # the order of the list does not matter
+    assert split != split_datalist(items, seed=2)
+
+
+def test_split_keeps_cases_in_place_as_data_grows_and_matches_the_fractions():
+    items = [{"case": f"ct_{i:04d}"} for i in range(2000)]
+    small, large = split_datalist(items[:1000]), split_datalist(items)
+    where = {item["case"]: name for name, part in large.items() for item in part}
+    assert all(where[item["case"]] == name for name, part in small.items() for item in part)
+    shares = [len(large[s]) / 2000 for s in ("train", "val", "test")]
+    np.testing.assert_allclose(shares, (0.8, 0.1, 0.1), atol=0.025)
 
 
 def _touch_dicom(path):
@@ -52,9 +61,19 @@ def test_ct_folder_lists_volume_files_and_dicom_series_folders(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "series").mkdir()
     (tmp_path / ".cache").mkdir()
-    for name in ("a.nii.gz", "sub/b.mha", "notes.txt", ".hidden.nii.gz", ".cache/c.nii"):
+    names = (
+        "a.nii.gz",
+        "a_labels.nii.gz",
+        "sub/b.mha",
+        "sub/b_seg.nrrd",
+        "notes.txt",
+        ".hidden.nii.gz",
+        ".cache/c.nii",
+    )
+    for name in names:
         (tmp_path / name).write_bytes(b"")
-    _touch_dicom(tmp_path / "series" / "1.2.840.1")  # named by UID, no extension
+    _touch_dicom(tmp_path / "series" / "1.2.840.1")  # named by UID
+    _touch_dicom(tmp_path / "DICOMDIR")  # an export's index is not a series
     items = ct_folder_datalist(tmp_path)
     assert [i["case"] for i in items] == ["a.nii.gz", "series", "sub/b.mha"]
     assert items[1]["ct"] == str(tmp_path / "series")
@@ -64,12 +83,17 @@ def test_json_datalist_sections_and_relative_paths(tmp_path):
     path = tmp_path / "datalist.json"
     path.write_text(json.dumps({"training": [{"ct": "a.nii.gz", "age": 3}], "test": [{"ct": "/abs/b.nii"}]}))
     sections = json_datalist(path)
-    assert sections == {"train": [{"ct": str(tmp_path / "a.nii.gz"), "age": 3}], "test": [{"ct": "/abs/b.nii"}]}
-    assert load_datalist(path, "test") == [{"ct": "/abs/b.nii"}]
-    assert len(load_datalist(path, None)) == 2
-    plain = tmp_path / "plain.json"
-    plain.write_text(json.dumps([{"ct": f"{i}.nii"} for i in range(10)]))
-    assert len(load_datalist(plain, "train")) == 8 and len(load_datalist(plain, "val")) == 1
+    train = {"case": "a.nii.gz", "ct": str(tmp_path / "a.nii.gz"), "age": 3}
+    assert sections == {"train": [train], "test": [{"case": "/abs/b.nii", "ct": "/abs/b.nii"}]}
+    assert load_datalist(path, "test") == sections["test"] and len(load_datalist(path, None)) == 2
+    # without sections the cases are split, the same way wherever the datalist lives
+    cases = json.dumps([{"ct": f"{i}.nii"} for i in range(20)])
+    splits = []
+    for folder in (tmp_path / "here", tmp_path / "there"):
+        folder.mkdir()
+        (folder / "plain.json").write_text(cases)
+        splits.append({s: [i["case"] for i in load_datalist(folder / "plain.json", s)] for s in SPLITS})
+    assert splits[0] == splits[1] and sum(map(len, splits[0].values())) == 20 and all(splits[0].values())
 
 
 @pytest.mark.parametrize(
@@ -98,7 +122,7 @@ def test_phantom_dataset_caches_the_rendering_and_simulates_per_epoch():
     transform = Compose(
         [
             MakePhantomd(SMALL, pose=False),
-            RandHeadPosed(keys="ct", label_keys="labels", spacing=SMALL.vol_spacing),
+            RandHeadPosed(keys="ct", label_keys="labels"),  # spacing from the affine
             SimulateBiplanarXRayd(keys="ct", geometry=SMALL, augmentation=XRayAugmentation()),
         ]
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import Compose
 
 from custom.data.pose import RandHeadPosed, rigid_motion
 from custom.data.simulate import DetectorModel, SimulateBiplanarXRay, SimulateBiplanarXRayd, XRayAugmentation
@@ -125,3 +126,40 @@ def test_head_pose_moves_ct_and_labels_together():
     assert torch.linalg.norm(moved_ct - centroid(ct[0] > 500)) > 1  # it moved ...
     assert torch.allclose(moved_ct, moved_labels, atol=0.5)  # ... and both maps moved alike
     assert out["ct"].min() >= -1024.01
+
+
+def test_head_pose_reads_the_voxel_size_from_the_affine():
+    ct = torch.full((1, 16, 16, 16), -1024.0)
+    ct[0, 6:10, 6:10, 6:10] = 1000.0
+    moved = {}
+    for spacing in (2.0, 4.0):
+        meta = MetaTensor(ct, affine=torch.diag(torch.tensor([spacing, spacing, spacing, 1.0])))
+        posed = RandHeadPosed(max_rotation_deg=0, max_shift_mm=8).set_random_state(5)
+        moved[spacing] = posed({"ct": meta})["ct"][0]
+        explicit = RandHeadPosed(max_rotation_deg=0, max_shift_mm=8, spacing=spacing).set_random_state(5)
+        assert torch.equal(moved[spacing], explicit({"ct": ct})["ct"][0])
+    index = torch.stack(torch.meshgrid(*[torch.arange(16.0)] * 3, indexing="ij"))
+
+    def centre(volume):  # mass centre above air, voxels; linear interpolation keeps it exact
+        return (index * (volume + 1024)).sum((1, 2, 3)) / (volume + 1024).sum()
+
+    shift = {spacing: centre(volume) - centre(ct[0]) for spacing, volume in moved.items()}
+    assert shift[2.0].abs().max() > 1  # moved, and the same mm are twice the voxels at 2 mm as at 4 mm
+    assert torch.allclose(shift[2.0], 2 * shift[4.0], atol=0.05)
+    with pytest.raises(ValueError, match="spacing"):
+        RandHeadPosed()({"ct": ct})
+    with pytest.raises(ValueError, match="isotropic"):
+        RandHeadPosed()({"ct": MetaTensor(ct, affine=torch.diag(torch.tensor([1.0, 2.0, 2.0, 1.0])))})
+
+
+def test_seeding_a_pipeline_reproduces_its_augmented_views():
+    phantom = make_phantom(3, GEOMETRY)
+    data = {"ct": MetaTensor(phantom.hu[None], affine=torch.as_tensor(GEOMETRY.affine)), "labels": phantom.labels[None]}
+    pipeline = Compose(
+        [
+            RandHeadPosed(keys="ct", label_keys="labels"),
+            SimulateBiplanarXRayd(keys="ct", geometry=GEOMETRY, augmentation=XRayAugmentation()),
+        ]
+    )
+    first, again, other = (pipeline.set_random_state(s)(dict(data))["image"] for s in (1, 1, 2))
+    assert torch.equal(first, again) and not torch.equal(first, other)

@@ -18,6 +18,7 @@ deterministic (phantom rendering, CT loading and canonicalisation), so ``monai.d
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Hashable, Mapping, Sequence
@@ -46,16 +47,30 @@ def phantom_datalist(n: int, seed: int = 0) -> list[dict[str, Any]]:
     return [{"case": f"phantom_{i:03d}", "phantom_seed": case_seed(seed, i)} for i in range(n)]
 
 
-def _ct_name(path: Path) -> str:
+LABEL_MAP_ENDINGS = ("_labels", "_label", "_seg", "_mask")  # volume names of label maps, not CTs
+
+
+def _is_ct_file(path: Path) -> bool:
+    """A NIfTI/NRRD/MetaImage volume whose name does not mark it as a label map."""
     name = path.name.lower()
-    return next((s for s in NIFTI_SUFFIXES + ITK_SUFFIXES if name.endswith(s)), "")
+    suffix = next((s for s in NIFTI_SUFFIXES + ITK_SUFFIXES if name.endswith(s)), None)
+    return suffix is not None and not name[: -len(suffix)].endswith(LABEL_MAP_ENDINGS)
+
+
+def _is_dicom_image(path: Path) -> bool:
+    """A DICOM file by name or marker, other than a DICOMDIR (the index of an export)."""
+    if path.name.upper() == "DICOMDIR":
+        return False
+    return path.suffix.lower() in (".dcm", ".ima") or has_dicom_marker(path)
 
 
 def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Every CT below ``root``: volume files (NIfTI, NRRD, MetaImage) and DICOM series folders.
 
-    A folder counts as one DICOM series if any of its own files is DICOM; :class:`~custom.data.ct.LoadCT`
-    reports a folder that mixes series. Hidden files and folders are skipped.
+    A folder counts as one DICOM series if any of its own files is DICOM (a DICOMDIR does not count);
+    :class:`~custom.data.ct.LoadCT` reports a folder that mixes series. Hidden files and folders, and
+    volumes named as label maps (ending in :data:`LABEL_MAP_ENDINGS` before the suffix, such as the
+    phantom CLI's ``phantom_000_labels.nii.gz``), are skipped.
 
     Raises:
         ValueError: ``root`` is not a folder or holds no CT.
@@ -67,8 +82,8 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     for folder, subfolders, files in os.walk(root):
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         paths = [Path(folder, name) for name in sorted(files) if not name.startswith(".")]
-        items += [{"case": str(p.relative_to(root)), "ct": str(p)} for p in paths if _ct_name(p)]
-        if any(p.suffix.lower() in (".dcm", ".ima") or has_dicom_marker(p) for p in paths if not _ct_name(p)):
+        items += [{"case": str(p.relative_to(root)), "ct": str(p)} for p in paths if _is_ct_file(p)]
+        if any(_is_dicom_image(p) for p in paths):
             items.append(
                 {"case": str(Path(folder).relative_to(root)) if Path(folder) != root else root.name, "ct": folder}
             )
@@ -79,6 +94,9 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
 
 def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | list[dict[str, Any]]:
     """A MONAI-style JSON datalist, with relative paths made absolute against the file's folder.
+
+    Items without a ``case`` name get their ``ct`` path as written (or their content), so splits do not
+    change when the datalist and its data move.
 
     Returns the sections as ``{"train": ..., "val": ..., "test": ...}`` (those present) when the file
     has ``training`` / ``validation`` / ``test`` sections, else the plain list.
@@ -96,7 +114,13 @@ def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | 
     def resolved(items: Any) -> list[dict[str, Any]]:
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ValueError(f"{path}: a datalist section must be a list of objects.")
-        return [{k: str(base / v) if k in PATH_KEYS and isinstance(v, str) else v for k, v in i.items()} for i in items]
+        return [
+            {
+                "case": item.get("case", item.get("ct", json.dumps(item, sort_keys=True))),  # as written: stable
+                **{k: str(base / v) if k in PATH_KEYS and isinstance(v, str) else v for k, v in item.items()},
+            }
+            for item in items
+        ]
 
     if isinstance(content, list):
         return resolved(content)
@@ -110,27 +134,42 @@ def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | 
     return sections
 
 
+def _draw(item: dict[str, Any], seed: int) -> float:
+    """A number in [0, 1) fixed by the case (its ``case`` name, else its content) and the seed."""
+    key = item.get("case", json.dumps(item, sort_keys=True, default=str))
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
+
+
 def split_datalist(
     items: Sequence[dict[str, Any]], fractions: Sequence[float] = (0.8, 0.1, 0.1), seed: int = 0
 ) -> dict[str, list[dict[str, Any]]]:
-    """Shuffle ``items`` with ``seed`` and cut them into train/val/test by ``fractions``.
+    """Assign each case to train/val/test by a number drawn from its name and ``seed``.
 
-    Validation and test get ``round(n * fraction)`` cases, at least one each when their fraction is
-    positive and there are enough cases; train gets the rest.
+    A case's split depends only on itself and the seed, so adding or removing cases never moves the
+    others between splits (no leaks between experiments on growing data); the shares match
+    ``fractions`` on average. A held-out split that would be empty although its fraction is positive
+    takes the last-drawn case of the largest split, so tiny lists still get one validation and one
+    test case.
 
     Raises:
-        ValueError: fractions that are not three non-negative numbers summing to 1, or too few cases.
+        ValueError: fractions that are not three shares >= 0 summing to 1, or fewer cases than splits
+            with a positive fraction.
     """
     fractions = [float(f) for f in fractions]
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1):
         raise ValueError(f"fractions must be three shares (train, val, test) >= 0 summing to 1, got {fractions}.")
-    n = len(items)
-    held_out = [max(int(f > 0), round(n * f)) for f in fractions[1:]]
-    if n - sum(held_out) < (fractions[0] > 0):
-        raise ValueError(f"{n} cases cannot be split by {fractions}.")
-    order = np.random.default_rng(seed).permutation(n)
-    cuts = np.cumsum([n - sum(held_out), *held_out])[:-1]
-    return {split: [items[i] for i in part] for split, part in zip(SPLITS, np.split(order, cuts))}
+    if len(items) < sum(f > 0 for f in fractions):
+        raise ValueError(f"{len(items)} cases cannot be split by {fractions}.")
+    bounds = np.cumsum(fractions)[:2]
+    ranked = sorted(items, key=lambda item: _draw(item, seed))
+    split = {name: [] for name in SPLITS}
+    for item in ranked:
+        split[SPLITS[int(np.searchsorted(bounds, _draw(item, seed), side="right"))]].append(item)
+    for name, fraction in zip(SPLITS[1:], fractions[1:]):
+        if fraction > 0 and not split[name]:  # take the last-drawn case of the largest split
+            donor = max((split[other] for other in SPLITS if other != name), key=len)
+            split[name].append(donor.pop())
+    return split
 
 
 def load_datalist(
@@ -181,6 +220,7 @@ class MakePhantomd(MapTransform):
         label_key: where the (1, X, Y, Z) uint8 label MetaTensor goes. Defaults to ``"labels"``.
         parameters_key: where the parameters go, as a JSON string (collates into a batch).
             Defaults to ``"phantom"``.
+        allow_missing_keys: leave items without a seed unchanged. Defaults to False.
         **options: :func:`custom.phantom.sample_parameters` arguments (e.g. ``age_months``,
             ``variant``, ``pose``) applied to every case.
     """
@@ -192,9 +232,10 @@ class MakePhantomd(MapTransform):
         ct_key: Hashable = "ct",
         label_key: Hashable = "labels",
         parameters_key: Hashable = "phantom",
+        allow_missing_keys: bool = False,
         **options: Any,
     ) -> None:
-        super().__init__(seed_key)
+        super().__init__(seed_key, allow_missing_keys)
         self.geometry = geometry
         self.ct_key, self.label_key, self.parameters_key = ct_key, label_key, parameters_key
         self.options = options
@@ -211,6 +252,7 @@ class MakePhantomd(MapTransform):
 
 
 __all__ = [
+    "LABEL_MAP_ENDINGS",
     "PATH_KEYS",
     "SPLITS",
     "MakePhantomd",

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, RandomizableTransform
+from monai.transforms import MapTransform, Randomizable, Transform
 
 from custom.geometry import BiplanarGeometry
 from custom.physics import (
@@ -101,7 +101,7 @@ class XRayAugmentation:
         )
 
 
-class SimulateBiplanarXRay(RandomizableTransform):
+class SimulateBiplanarXRay(Randomizable, Transform):
     """Canonical CT (HU) -> the frontal and lateral X-rays the network takes, in [0, 1].
 
     Args:
@@ -124,7 +124,6 @@ class SimulateBiplanarXRay(RandomizableTransform):
         mu_water: float = MU_WATER,
         normalise: bool = True,
     ) -> None:
-        RandomizableTransform.__init__(self, prob=1.0)
         self.projector = Projector(geometry)
         self.detector = detector or DetectorModel()
         self.augmentation = augmentation
@@ -177,7 +176,7 @@ class SimulateBiplanarXRay(RandomizableTransform):
         return log_image(intensity, i0)
 
 
-class SimulateBiplanarXRayd(MapTransform, RandomizableTransform):
+class SimulateBiplanarXRayd(MapTransform, Randomizable):
     """Dictionary wrapper of :class:`SimulateBiplanarXRay`: reads the CT at ``keys``, writes ``output_key``.
 
     Args:
@@ -191,11 +190,13 @@ class SimulateBiplanarXRayd(MapTransform, RandomizableTransform):
         self, keys: KeysCollection = "ct", output_key: Hashable = "image", allow_missing_keys: bool = False, **kwargs
     ) -> None:
         MapTransform.__init__(self, keys, allow_missing_keys)
-        RandomizableTransform.__init__(self, prob=1.0)
         if len(self.keys) != 1:
             raise ValueError(f"SimulateBiplanarXRayd reads one CT key, got {self.keys}.")
         self.output_key = output_key
         self.simulator = SimulateBiplanarXRay(**kwargs)
+
+    def randomize(self, data=None) -> None:
+        self.simulator.randomize()
 
     def set_random_state(self, seed=None, state=None) -> SimulateBiplanarXRayd:
         super().set_random_state(seed, state)
