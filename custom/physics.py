@@ -49,6 +49,26 @@ def log_image(intensity: torch.Tensor, i0: float = 1.0) -> torch.Tensor:
     return -torch.log(intensity.clamp(min=tiny) / i0)
 
 
+NETWORK_HU_RANGE = (-1024.0, 2048.0)  # HU mapped to [0, 1] for the networks' CT input and output
+
+
+def hu_to_network(hu: torch.Tensor, hu_range: tuple[float, float] = NETWORK_HU_RANGE) -> torch.Tensor:
+    """CT numbers (HU) -> the networks' CT scale: ``hu_range`` mapped linearly to [0, 1], clipped.
+
+    The default window keeps air (-1024 HU) at 0 and dense bone, petrous ridges and tooth enamel of
+    young children (up to about 2000 HU) below 1, with 3.3e-4 per HU: 40 HU of soft tissue contrast is
+    0.013 on this scale.
+    """
+    low, high = hu_range
+    return ((hu - low) / (high - low)).clamp(0, 1)
+
+
+def network_to_hu(values: torch.Tensor, hu_range: tuple[float, float] = NETWORK_HU_RANGE) -> torch.Tensor:
+    """The networks' CT scale -> CT numbers (HU); the inverse of :func:`hu_to_network` inside [0, 1]."""
+    low, high = hu_range
+    return low + values * (high - low)
+
+
 def quantum_counts(expected: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Poisson-distributed photon counts with the given expected counts (quantum noise).
 
@@ -111,10 +131,13 @@ __all__ = [
     "AIR_HU",
     "DISPLAY_PERCENTILES",
     "MU_WATER",
+    "NETWORK_HU_RANGE",
     "detector_blur",
     "hu_to_mu",
+    "hu_to_network",
     "log_image",
     "mu_to_hu",
+    "network_to_hu",
     "normalise_radiograph",
     "quantum_counts",
     "transmission",

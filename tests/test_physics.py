@@ -7,8 +7,10 @@ from custom.physics import (
     MU_WATER,
     detector_blur,
     hu_to_mu,
+    hu_to_network,
     log_image,
     mu_to_hu,
+    network_to_hu,
     normalise_radiograph,
     quantum_counts,
     transmission,
@@ -90,3 +92,10 @@ def test_normalise_radiograph_maps_percentiles_to_the_unit_range():
 def test_normalise_radiograph_ill_arg(image, percentiles):
     with pytest.raises(ValueError):
         normalise_radiograph(image, percentiles)
+
+
+def test_network_scale_maps_the_window_to_the_unit_range():
+    hu = torch.tensor([-2000.0, -1024.0, 512.0, 2048.0, 3000.0])
+    assert torch.allclose(hu_to_network(hu), torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0]))
+    inside = torch.linspace(-1024, 2048, 7)
+    assert torch.allclose(network_to_hu(hu_to_network(inside)), inside)
