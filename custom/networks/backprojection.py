@@ -1,0 +1,53 @@
+"""BP-I and BP-C of PSCT-Net (arXiv 2606.19867): geometric lifting of 2D views and features into the CT grid.
+
+Both go through the geometry's :class:`~custom.projector.Projector`, so the network lifts exactly as
+the X-rays were taken (cone beam, magnification, orientation); nothing is learned in the lifting.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from custom.networks.blocks import conv
+from custom.projector import Projector
+
+
+class BackProjectionPrior(nn.Module):
+    """BP-I: the unfiltered back-projection of both input views, averaged: a coarse volume prior.
+
+    ``forward(views (B, 2, H, W))`` -> (B, 1, X, Y, Z) on the geometry's grid.
+    """
+
+    def __init__(self, projector: Projector) -> None:
+        super().__init__()
+        self.projector = projector
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        return self.projector.backproject(views)
+
+
+class BackProjectionConditioning(nn.Module):
+    """BP-C: lift one encoder level's 2D features of both views into that level's grid and add them in.
+
+    The two views' features are back-projected onto the 3D features' grid and averaged, then a
+    convolution (conv3 + norm + act) maps them to the 3D channels and the result is added to the 3D
+    encoder features.
+
+    Args:
+        projector: the geometry's projector (grids and detectors scale with the inputs).
+        in_channels: channels of the 2D features.
+        out_channels: channels of the 3D features.
+        norm_name, act_name: MONAI normalisation and activation names.
+
+    ``forward(features_2d (B, C2, 2, h, w), features_3d (B, C3, x, y, z))`` -> (B, C3, x, y, z).
+    """
+
+    def __init__(self, projector: Projector, in_channels: int, out_channels: int, norm_name, act_name) -> None:
+        super().__init__()
+        self.projector = projector
+        self.fuse = conv(3, in_channels, out_channels, norm_name, act_name)
+
+    def forward(self, features_2d: torch.Tensor, features_3d: torch.Tensor) -> torch.Tensor:
+        lifted = self.projector.backproject(features_2d, vol_shape=features_3d.shape[2:])  # (B, C2, x, y, z)
+        return features_3d + self.fuse(lifted)

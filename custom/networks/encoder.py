@@ -1,0 +1,68 @@
+"""Multi-scale encoders: one 2D encoder per view (or one shared), and the 3D encoder stages.
+
+Each level halves the resolution: level 0 is the stem at full resolution, level k has ``channels[k]``
+channels at 1 / 2^k of it. View features travel as (B, C, 2, h, w), the projector's layout (view 0
+frontal, 1 lateral), so they can be back-projected directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from custom.geometry import VIEW_NAMES
+from custom.networks.blocks import DownStage, conv
+
+
+class Encoder(nn.Module):
+    """A stem and ``len(channels) - 1`` down stages; returns the features of every level.
+
+    Args:
+        spatial_dims: 2 for a view, 3 for the CT grid.
+        in_channels: input channels.
+        channels: channels per level, level 0 first.
+        norm_name, act_name: MONAI normalisation and activation names.
+
+    ``forward(x (B, in_channels, *S))`` -> ``[(B, channels[k], *S / 2^k) for k]``.
+    """
+
+    def __init__(self, spatial_dims: int, in_channels: int, channels: Sequence[int], norm_name, act_name) -> None:
+        super().__init__()
+        self.stem = conv(spatial_dims, in_channels, channels[0], norm_name, act_name)
+        self.stages = nn.ModuleList(
+            DownStage(spatial_dims, c_in, c_out, norm_name, act_name) for c_in, c_out in zip(channels, channels[1:])
+        )
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = [self.stem(x)]
+        for stage in self.stages:
+            features.append(stage(features[-1]))
+        return features
+
+
+class ViewEncoders(nn.Module):
+    """The 2D encoders of the frontal and lateral views, shared or one per view.
+
+    Args:
+        channels: channels per level, level 0 first.
+        shared: one encoder for both views (one feature space) or one per view. Defaults to False.
+        norm_name, act_name: MONAI normalisation and activation names.
+
+    ``forward(views (B, 2, H, W))`` -> ``[(B, channels[k], 2, H / 2^k, W / 2^k) for k]``.
+    """
+
+    def __init__(self, channels: Sequence[int], shared: bool = False, norm_name="INSTANCE", act_name="RELU") -> None:
+        super().__init__()
+        self.shared = shared
+        count = 1 if shared else len(VIEW_NAMES)
+        self.encoders = nn.ModuleList(Encoder(2, 1, channels, norm_name, act_name) for _ in range(count))
+
+    def forward(self, views: torch.Tensor) -> list[torch.Tensor]:
+        if self.shared:  # both views as one batch through one encoder
+            batch = views.shape[0]
+            levels = self.encoders[0](views.reshape(-1, 1, *views.shape[2:]))
+            return [f.reshape(batch, 2, *f.shape[1:]).transpose(1, 2) for f in levels]
+        per_view = [encoder(views[:, i : i + 1]) for i, encoder in enumerate(self.encoders)]
+        return [torch.stack(levels, dim=2) for levels in zip(*per_view)]

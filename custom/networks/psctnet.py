@@ -1,0 +1,220 @@
+"""The PSCT-Net generator (arXiv 2606.19867), composed from its modules, with size presets.
+
+Data flow for views (B, 2, H, W) (channel 0 frontal, 1 lateral) on a geometry with a CT grid (X, Y, Z)
+and ``L = len(channels) - 1`` levels:
+
+1. 2D encoders (``encoder.py``): features of both views at every level, (B, c_k, 2, H/2^k, W/2^k).
+2. BP-I (``backprojection.py``): the views back-projected and averaged, (B, 1, X, Y, Z), feed a 3D
+   encoder; BP-C adds each level's back-projected 2D features to the 3D encoder's.
+3. The 2D->3D link at the bottleneck (X/2^L)^3: AGP-3D (``agp.py``) or the X2CT-GAN fully connected
+   layer (``fully_connected.py``); with BP-I on, the link and the 3D encoder's bottleneck are merged.
+4. BiM-3D (``bimamba.py``): bidirectional Mamba over the bottleneck tokens.
+5. MV3D-C (``multiview.py``): per-view decoder streams whose level-wise mean joins the main decoder.
+6. Decoder (``decoder.py``) with the 3D encoder's skips, and a 1x1x1 head with a sigmoid: the CT on the
+   networks' scale, [0, 1] for ``custom.physics.NETWORK_HU_RANGE`` (-1024 to 2048 HU).
+
+Every module is a constructor switch, so the paper's ablations and the X2CT-GAN-style baseline
+(everything off except MV3D-C, fully connected link) are this class with flags. Per-view decoder
+streams start from the per-view volumes of the fully connected link, or from the AGP-3D output for
+both views (AGP-3D attends over both views at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.networks.agp import AttentionGuidedProjection
+from custom.networks.backprojection import BackProjectionConditioning, BackProjectionPrior
+from custom.networks.bimamba import BiMamba3d
+from custom.networks.blocks import conv
+from custom.networks.decoder import Decoder
+from custom.networks.encoder import Encoder, ViewEncoders
+from custom.networks.fully_connected import FullyConnectedLink
+from custom.networks.multiview import MultiViewFusion
+from custom.projector import Projector
+
+
+class PSCTNet(nn.Module):
+    """PSCT-Net generator: two X-rays (B, 2, H, W) in [0, 1] -> CT (B, 1, X, Y, Z) in [0, 1].
+
+    Args:
+        geometry: the acquisition; its CT grid and detector fix the output and input shapes.
+            Defaults to ``BiplanarGeometry()``.
+        channels: feature channels per level, level 0 (full resolution) first; ``len - 1`` levels
+            halve the grid down to the bottleneck. Defaults to (16, 24, 32, 64, 96).
+        shared_encoder: one 2D encoder for both views. Defaults to False.
+        bp_input: BP-I prior and the 3D encoder. Defaults to True.
+        bp_conditioning: BP-C at every 3D encoder level below the stem (needs ``bp_input``).
+            Defaults to True.
+        agp: AGP-3D link; False uses the X2CT-GAN fully connected link. Defaults to True.
+        agp_prior: AGP-3D geometric prior, ``none``, ``bias`` or ``mask``. Defaults to ``bias``.
+        agp_heads: attention heads. Defaults to 4.
+        bimamba: BiM-3D at the bottleneck. Defaults to True.
+        bimamba_depth: BiM-3D blocks. Defaults to 2.
+        bimamba_shared: one Mamba for both scan directions (PSCT-Net) or two. Defaults to True.
+        multiview: MV3D-C per-view decoder streams. Defaults to True.
+        fc_squeeze: channels either side of the fully connected link's linear layer. Defaults to 8.
+        norm_name: MONAI normalisation name. Defaults to ``INSTANCE``.
+        act_name: MONAI activation name. Defaults to ``RELU``.
+        dropout_rate: dropout in AGP-3D and BiM-3D MLPs. Defaults to 0.
+
+    Raises:
+        ValueError: fewer than two levels, grid or detector sides not divisible by ``2^L``, BP-C
+            without BP-I, or invalid module options.
+    """
+
+    def __init__(
+        self,
+        geometry: BiplanarGeometry | None = None,
+        channels: Sequence[int] = (16, 24, 32, 64, 96),
+        shared_encoder: bool = False,
+        bp_input: bool = True,
+        bp_conditioning: bool = True,
+        agp: bool = True,
+        agp_prior: str = "bias",
+        agp_heads: int = 4,
+        bimamba: bool = True,
+        bimamba_depth: int = 2,
+        bimamba_shared: bool = True,
+        multiview: bool = True,
+        fc_squeeze: int = 8,
+        norm_name: str | tuple = "INSTANCE",
+        act_name: str | tuple = "RELU",
+        dropout_rate: float = 0.0,
+    ) -> None:
+        super().__init__()
+        geometry = geometry or BiplanarGeometry()
+        channels = tuple(int(c) for c in channels)
+        levels = len(channels) - 1
+        # 1. check the configuration
+        if levels < 1 or min(channels) < 1:
+            raise ValueError(f"channels needs at least two positive entries (two levels), got {channels}.")
+        for name, shape in (("vol_shape", geometry.vol_shape), ("det_shape", geometry.det_shape)):
+            if any(n % 2**levels for n in shape):
+                raise ValueError(f"geometry {name} {shape} must be divisible by 2^{levels} for {levels} levels.")
+        if bp_conditioning and not bp_input:
+            raise ValueError("bp_conditioning (BP-C) conditions the BP-I encoder: it needs bp_input=True.")
+        grid = tuple(n // 2**levels for n in geometry.vol_shape)
+        det = tuple(n // 2**levels for n in geometry.det_shape)
+        self.geometry = geometry
+        self.projector = Projector(geometry)
+
+        # 2. the modules, each present only when switched on
+        self.encoder_2d = ViewEncoders(channels, shared_encoder, norm_name, act_name)
+        self.prior = BackProjectionPrior(self.projector) if bp_input else None
+        self.encoder_3d = Encoder(3, 1, channels, norm_name, act_name) if bp_input else None
+        self.bp_conditioning = (
+            nn.ModuleList(BackProjectionConditioning(self.projector, c, c, norm_name, act_name) for c in channels[1:])
+            if bp_conditioning
+            else None
+        )
+        bottleneck = channels[-1]
+        if agp:
+            self.link = AttentionGuidedProjection(
+                bottleneck, bottleneck, grid, det, agp_heads, geometry, agp_prior, dropout_rate=dropout_rate
+            )
+        else:
+            self.link = FullyConnectedLink(bottleneck, bottleneck, det, grid, fc_squeeze)
+        self.merge = conv(3, 2 * bottleneck, bottleneck, norm_name, act_name, kernel_size=1) if bp_input else None
+        self.bimamba = (
+            BiMamba3d(bottleneck, bimamba_depth, shared=bimamba_shared, dropout_rate=dropout_rate) if bimamba else None
+        )
+        self.multiview = MultiViewFusion(self.projector, channels, norm_name, act_name) if multiview else None
+        self.decoder = Decoder(channels, bp_input, multiview, norm_name, act_name)
+        self.head = nn.Sequential(nn.Conv3d(channels[0], 1, 1), nn.Sigmoid())
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) views in [0, 1] -> (B, 1, X, Y, Z) CT on the networks' [0, 1] scale."""
+        # 1. both views' 2D features at every level
+        features_2d = self.encoder_2d(views)  # [(B, c_k, 2, H/2^k, W/2^k)]
+        # 2. BP-I prior through the 3D encoder, with BP-C at every level below the stem
+        skips = None
+        if self.encoder_3d is not None:
+            skips = self.encoder_3d(self.prior(views))  # [(B, c_k, X/2^k, Y/2^k, Z/2^k)]
+            if self.bp_conditioning is not None:
+                skips = skips[:1] + [bpc(f, s) for bpc, f, s in zip(self.bp_conditioning, features_2d[1:], skips[1:])]
+        # 3. the 2D->3D link at the bottleneck; per-view seeds for MV3D-C
+        lifted = self.link(features_2d[-1])  # AGP: (B, C, x, y, z); FC: (B, C, 2, x, y, z)
+        per_view = lifted if lifted.dim() == 6 else None
+        bottleneck = lifted.mean(2) if per_view is not None else lifted
+        if self.merge is not None:
+            bottleneck = self.merge(torch.cat((bottleneck, skips[-1]), dim=1))
+        # 4. BiM-3D over the bottleneck tokens
+        if self.bimamba is not None:
+            bottleneck = self.bimamba(bottleneck)
+        # 5. MV3D-C per-view streams, fused level by level
+        fused = None
+        if self.multiview is not None:
+            seeds = (
+                per_view
+                if per_view is not None
+                else bottleneck.unsqueeze(2).expand(-1, -1, len(VIEW_NAMES), -1, -1, -1)
+            )
+            fused = self.multiview(seeds, features_2d)
+        # 6. decoder and head
+        return self.head(self.decoder(bottleneck, skips, fused))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # tests and CI: a few thousand parameters, any grid divisible by 4
+    "tiny": dict(channels=(4, 8, 16), agp_heads=2, bimamba_depth=1, fc_squeeze=2),
+    # the shipped weights: 128^3 grid, 8^3 bottleneck (512 tokens for BiM-3D), under 25 MB in float32
+    "default": dict(channels=(16, 24, 32, 64, 96), agp_heads=4, bimamba_depth=2),
+    # close to the published model: five levels to a 4^3 bottleneck, BatchNorm, MLP dropout 0.5
+    "paper": dict(
+        channels=(16, 32, 64, 128, 256, 256), agp_heads=8, bimamba_depth=1, norm_name="BATCH", dropout_rate=0.5
+    ),
+}
+
+ABLATIONS: dict[str, dict[str, bool]] = {  # the paper's ablation table and the X2CT-GAN-style baseline
+    "x2ct": dict(bp_input=False, bp_conditioning=False, agp=False, bimamba=False, multiview=True),
+    "bp_i": dict(bp_input=True, bp_conditioning=False, agp=False, bimamba=False),
+    "bp_i_bp_c": dict(bp_input=True, bp_conditioning=True, agp=False, bimamba=False),
+    "agp": dict(bp_input=False, bp_conditioning=False, agp=True, bimamba=False),
+    "bim": dict(bp_input=False, bp_conditioning=False, agp=False, bimamba=True),
+    "bp_agp": dict(bp_input=True, bp_conditioning=True, agp=True, bimamba=False),
+    "bp_bim": dict(bp_input=True, bp_conditioning=True, agp=False, bimamba=True),
+    "psctnet": dict(bp_input=True, bp_conditioning=True, agp=True, bimamba=True, multiview=True),
+}
+
+
+def psctnet(
+    preset: str = "default", geometry: BiplanarGeometry | dict | None = None, variant: str = "psctnet", **overrides: Any
+) -> PSCTNet:
+    """A PSCT-Net generator from a size preset, an ablation variant and any constructor overrides.
+
+    Args:
+        preset: ``tiny``, ``default`` or ``paper`` (see :data:`PRESETS`). Defaults to ``default``.
+        geometry: the acquisition, or its dict form (bundle configs). Defaults to ``BiplanarGeometry()``.
+        variant: a module set from :data:`ABLATIONS`. Defaults to ``psctnet`` (all modules).
+        **overrides: :class:`PSCTNet` arguments, applied last.
+
+    Raises:
+        ValueError: an unknown preset or variant.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
+    if variant not in ABLATIONS:
+        raise ValueError(f"variant must be one of {sorted(ABLATIONS)}, got {variant!r}.")
+    if isinstance(geometry, dict):
+        geometry = BiplanarGeometry.from_dict(geometry)
+    return PSCTNet(geometry, **{**PRESETS[preset], **ABLATIONS[variant], **overrides})
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters per top-level module (absent modules omitted) and in total."""
+    counts = {
+        name: sum(p.numel() for p in child.parameters() if p.requires_grad)
+        for name, child in model.named_children()
+        if any(True for _ in child.parameters())
+    }
+    counts["total"] = sum(counts.values())
+    return counts
+
+
+__all__ = ["ABLATIONS", "PRESETS", "PSCTNet", "parameter_counts", "psctnet"]
