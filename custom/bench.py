@@ -2,6 +2,7 @@
 
     python -m custom.bench projector --json bench/projector.json     # timings and peak memory
     python -m custom.bench demo --out demo                           # two DRRs of a built-in head
+    python -m custom.bench networks --json bench/networks.json       # generator and discriminator
     python -m custom.bench phantoms --json bench/phantoms.json       # phantom generation time per case
 
 ``projector`` times forward projection (N^3 -> 2 x N^2), back-projection (2 x N^2 -> N^3, mean of the
@@ -20,7 +21,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from json import dumps
@@ -70,6 +71,26 @@ def _current_rss_mb() -> float:
     return int(statm.read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls, ms (CUDA events on GPU)."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize(device)
+            elapsed = start.elapsed_time(end)
+        else:
+            tick = time.perf_counter()
+            run()
+            elapsed = (time.perf_counter() - tick) * 1e3
+        if i >= warmup:
+            times.append(elapsed)
+    return statistics.median(times)
+
+
 def measure(
     op: str, size: int, device: str, dtype: str, repeats: int, warmup: int, backprojection: str = "auto"
 ) -> dict:
@@ -85,29 +106,15 @@ def measure(
     else:
         data = torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt)
     run = partial({"forward": projector, "backproject": projector.backproject, "adjoint": projector.adjoint}[op], data)
-    times = []
     with torch.no_grad():
-        for i in range(warmup + repeats):
-            if dev.type == "cuda":
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                run()
-                end.record()
-                torch.cuda.synchronize(dev)
-                elapsed = start.elapsed_time(end)
-            else:
-                tick = time.perf_counter()
-                run()
-                elapsed = (time.perf_counter() - tick) * 1e3
-            if i >= warmup:
-                times.append(elapsed)
+        median = _median_ms(run, dev, repeats, warmup)
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb() - baseline
     return {
         "op": op,
         "size": size,
         "device": device_name(dev),
         "dtype": dtype,
-        "median_ms": round(statistics.median(times), 4),
+        "median_ms": round(median, 4),
         "peak_mem_mb": round(peak, 1),
         "beam": projector.geometry.beam,
         "backprojection": projector.backprojection_for(dev),
@@ -148,19 +155,125 @@ def projector(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if json is not None:
         refuse_existing([json], overwrite)
+    jobs = [(measure, op, int(size), device, dtype, repeats, warmup, backprojection) for size in sizes for op in ops]
+    _run_records(jobs, json, overwrite)
+
+
+def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> list[dict]:
+    """Run each ``(function, *args)`` in a fresh process (for its own peak memory), print and save the records."""
     records = []
     context = get_context("spawn")
-    for size in sizes:
-        for op in ops:
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:  # a fresh process per record
-                job = pool.submit(measure, op, int(size), device, dtype, repeats, warmup, backprojection)
-                record = job.result()
-            timing = f"{record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB"
-            print(f"{op:>12} {size:>4}^3  {timing}  {record['device']}")
-            records.append(record)
+    for function, *args in jobs:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            record = pool.submit(function, *args).result()
+        name = f"{record['op']} {record.get('preset', '')}".strip()
+        timing = f"{record['median_ms']:10.3f} ms  {record['peak_mem_mb']:8.1f} MB"
+        print(f"{name:>28} {record['size']:>4}^3  {timing}  {record['device']}")
+        records.append(record)
     if json is not None:
         atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=2) + "\n"), overwrite)
         print(f"wrote {json}")
+    return records
+
+
+NETWORK_OPS = ("generator_fwd", "generator_fwd_bwd", "discriminator_fwd", "discriminator_fwd_bwd")
+
+
+def measure_network(op: str, size: int, preset: str, device: str, dtype: str, repeats: int, warmup: int) -> dict:
+    """Time one network pass at batch 1 on an N^3 grid and N^2 views in this process.
+
+    ``*_fwd`` runs in eval mode without autograd; ``*_fwd_bwd`` in train mode, forward then backward
+    of the mean output (gradients cleared between calls). The discriminator is the default
+    :class:`MultiScalePatchDiscriminator3d`, conditioned on a prior volume.
+    """
+    from custom.networks.discriminator import MultiScalePatchDiscriminator3d
+    from custom.networks.psctnet import parameter_counts, psctnet
+    from custom.networks.selective_scan import selective_scan_backend
+
+    dev, dt = torch.device(device), getattr(torch, dtype)
+    baseline = _current_rss_mb() if dev.type == "cpu" else 0.0
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    geometry = BiplanarGeometry().resampled((size,) * 3, (size, size))
+    generator = torch.Generator(dev).manual_seed(0)
+    if op.startswith("generator"):
+        model = psctnet(preset, geometry).to(dev, dt)
+        inputs = (torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt),)
+    else:
+        model = MultiScalePatchDiscriminator3d().to(dev, dt)
+        inputs = tuple(torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt) for _ in "vp")
+    backward = op.endswith("_bwd")
+    model.train(backward)
+
+    def run() -> None:
+        if backward:
+            model.zero_grad(set_to_none=True)
+            output = model(*inputs)
+            sum(o.float().mean() for o in (output if isinstance(output, list) else [output])).backward()
+        else:
+            with torch.no_grad():
+                model(*inputs)
+
+    median = _median_ms(run, dev, repeats, warmup)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb() - baseline
+    return {
+        "op": op,
+        "size": size,
+        "preset": preset if op.startswith("generator") else "default",
+        "params": parameter_counts(model)["total"],
+        "device": device_name(dev),
+        "dtype": dtype,
+        "median_ms": round(median, 3),
+        "peak_mem_mb": round(peak, 1),
+        "selective_scan": selective_scan_backend(dev, dt),
+        "repeats": repeats,
+        "torch": torch.__version__,
+    }
+
+
+def networks(
+    json: str | None = None,
+    sizes: Sequence[int] = (64, 128),
+    presets: Sequence[str] = ("tiny", "default"),
+    ops: Sequence[str] = NETWORK_OPS,
+    device: str | None = None,
+    dtype: str = "float32",
+    repeats: int = 3,
+    warmup: int = 1,
+    overwrite: bool = False,
+) -> None:
+    """Benchmark the generator (per preset) and the discriminator; print and optionally save JSON records.
+
+    Records have the projector benchmark's form plus ``preset`` and ``params``. Discriminator records
+    are made once per size (they do not depend on the generator preset).
+
+    Args:
+        json: where to write the records. Defaults to printing only.
+        sizes: grid and detector sizes N. Defaults to (64, 128).
+        presets: generator presets. Defaults to ("tiny", "default").
+        ops: any of :data:`NETWORK_OPS`. Defaults to all.
+        device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
+        dtype: parameter and input dtype. Defaults to ``float32``.
+        repeats: timed calls per record. Defaults to 3.
+        warmup: untimed calls first. Defaults to 1.
+        overwrite: replace an existing JSON file. Defaults to False.
+    """
+    sizes = [sizes] if isinstance(sizes, int) else sizes
+    presets = [presets] if isinstance(presets, str) else presets
+    ops = [ops] if isinstance(ops, str) else ops
+    unknown = sorted(set(ops) - set(NETWORK_OPS))
+    if unknown:
+        raise ValueError(f"unknown ops {unknown}; choose from {NETWORK_OPS}.")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if json is not None:
+        refuse_existing([json], overwrite)
+    jobs = [
+        (measure_network, op, int(size), preset, device, dtype, repeats, warmup)
+        for size in sizes
+        for op in ops
+        for preset in (presets if op.startswith("generator") else presets[:1])
+    ]
+    _run_records(jobs, json, overwrite)
 
 
 def phantoms(json: str | None = None, n: int = 20, size: int = 128, threads: int = 1, overwrite: bool = False) -> None:
@@ -239,7 +352,7 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
 
 def main() -> None:
     try:
-        fire.Fire({"projector": projector, "phantoms": phantoms, "demo": demo})
+        fire.Fire({"projector": projector, "networks": networks, "phantoms": phantoms, "demo": demo})
     except (ValueError, FileExistsError) as error:  # the user's input: a message, not a traceback
         sys.exit(f"error: {error}")
 

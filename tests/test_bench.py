@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from custom.bench import OPS, demo, measure, phantoms, projector
+from custom.bench import NETWORK_OPS, OPS, demo, measure, measure_network, networks, phantoms, projector
 from custom.ellipsoids import analytic_head
 from custom.geometry import BiplanarGeometry
 
@@ -80,3 +80,27 @@ def test_phantoms_command_writes_a_timing_record(tmp_path):
     assert record["device"].startswith("cpu: ") and "(1 threads)" in record["device"]
     with pytest.raises(FileExistsError):
         phantoms(json=str(out), n=1, size=32)
+
+
+@pytest.mark.parametrize("op", NETWORK_OPS)
+def test_measure_network_reports_parameters_and_time(op):
+    size = 16 if op.startswith("generator") else 64  # the default discriminator needs 64 voxels per side
+    record = measure_network(op, size, "tiny", "cpu", "float32", repeats=1, warmup=0)
+    assert {k: type(record[k]) for k in KEYS} == KEYS and record["op"] == op and record["median_ms"] > 0
+    assert record["params"] > 0 and record["selective_scan"] == "torch"
+    if op.startswith("generator"):
+        from custom.networks.psctnet import parameter_counts, psctnet
+
+        geometry = BiplanarGeometry().resampled((16,) * 3, (16, 16))
+        assert record["preset"] == "tiny" and record["params"] == parameter_counts(psctnet("tiny", geometry))["total"]
+
+
+def test_networks_command_writes_one_discriminator_record_per_size(tmp_path):
+    out = tmp_path / "networks.json"
+    networks(
+        str(out), sizes=64, presets=("tiny", "tiny"), ops=("generator_fwd", "discriminator_fwd"), repeats=1, warmup=0
+    )
+    records = json.loads(out.read_text())
+    assert [r["op"] for r in records] == ["generator_fwd", "generator_fwd", "discriminator_fwd"]
+    with pytest.raises(ValueError, match="unknown ops"):
+        networks(ops=["backward"])
