@@ -147,16 +147,23 @@ def projector(
         backprojection: the projector's back-projection method (see ``Projector``). Defaults to ``auto``.
         overwrite: replace an existing JSON file. Defaults to False.
     """
-    sizes = [sizes] if isinstance(sizes, int) else sizes
-    ops = [ops] if isinstance(ops, str) else ops
-    unknown = sorted(set(ops) - set(OPS))
-    if unknown:
-        raise ValueError(f"unknown ops {unknown}; choose from {OPS}.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    sizes, ops, device = _arguments(sizes, ops, OPS, device)
     if json is not None:
         refuse_existing([json], overwrite)
     jobs = [(measure, op, int(size), device, dtype, repeats, warmup, backprojection) for size in sizes for op in ops]
     _run_records(jobs, json, overwrite)
+
+
+def _arguments(
+    sizes: int | Sequence[int], ops: str | Sequence[str], known: Sequence[str], device: str | None
+) -> tuple[list[int], list[str], str]:
+    """Command-line values as lists (fire passes one value bare), unknown ops refused, CUDA when available."""
+    sizes = [sizes] if isinstance(sizes, int) else list(sizes)
+    ops = [ops] if isinstance(ops, str) else list(ops)
+    unknown = sorted(set(ops) - set(known))
+    if unknown:
+        raise ValueError(f"unknown ops {unknown}; choose from {tuple(known)}.")
+    return sizes, ops, device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> list[dict]:
@@ -258,13 +265,8 @@ def networks(
         warmup: untimed calls first. Defaults to 1.
         overwrite: replace an existing JSON file. Defaults to False.
     """
-    sizes = [sizes] if isinstance(sizes, int) else sizes
+    sizes, ops, device = _arguments(sizes, ops, NETWORK_OPS, device)
     presets = [presets] if isinstance(presets, str) else presets
-    ops = [ops] if isinstance(ops, str) else ops
-    unknown = sorted(set(ops) - set(NETWORK_OPS))
-    if unknown:
-        raise ValueError(f"unknown ops {unknown}; choose from {NETWORK_OPS}.")
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if json is not None:
         refuse_existing([json], overwrite)
     jobs = [

@@ -20,10 +20,15 @@ def test_prior_peaks_where_each_voxel_projects():
         projected = view.project(centres).round().clamp(0, 7)
         expected = projected[:, 0] * 8 + projected[:, 1]
         assert ((best - expected).abs() <= 9).all()  # the same pixel or a neighbour (rounding ties)
-    # the patient's left (-x) lands on the right of the frontal image (higher columns)
-    frontal = prior[:, :64].argmax(dim=1) % 8
-    left, right = centres[:, 0] < 0, centres[:, 0] > 0
-    assert frontal[left].float().mean() > frontal[right].float().mean()
+    # orientation: the patient's left (-x) on the frontal image's right, the face (+y) on the lateral
+    # image's left, superior (+z) at the top of both
+    frontal, lateral = prior[:, :64].argmax(dim=1), prior[:, 64:].argmax(dim=1)
+    frontal_row, frontal_column, lateral_row, lateral_column = frontal // 8, frontal % 8, lateral // 8, lateral % 8
+    x, y, z = centres.T
+    assert frontal_column[x < 0].float().mean() > frontal_column[x > 0].float().mean()
+    assert lateral_column[y > 0].float().mean() < lateral_column[y < 0].float().mean()
+    for row in (frontal_row, lateral_row):
+        assert row[z > 0].float().mean() < row[z < 0].float().mean()
 
 
 def test_masked_attention_only_reads_the_pixels_a_voxel_projects_to():

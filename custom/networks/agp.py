@@ -114,18 +114,15 @@ class AttentionGuidedProjection(nn.Module):
         if prior != "none" and (geometry is None or prior_sigma <= 0):
             raise ValueError("a geometric prior needs the geometry and a positive prior_sigma (pixels).")
         self.grid_shape = tuple(grid_shape)
-        width, queries, tokens = out_channels, math.prod(grid_shape), len(VIEW_NAMES) * math.prod(det_shape)
+        width, queries = out_channels, math.prod(grid_shape)
         self.queries = nn.Parameter(torch.zeros(queries, width))
         self.view_embedding = nn.Parameter(torch.zeros(len(VIEW_NAMES), 1, width))
         self.register_buffer("query_position", sinusoidal_encoding(_grid_indices(grid_shape), width), persistent=False)
         self.register_buffer("token_position", sinusoidal_encoding(_grid_indices(det_shape), width), persistent=False)
         prior_matrix = (
-            geometric_attention_prior(geometry, grid_shape, det_shape, prior_sigma, prior)
-            if prior != "none"
-            else torch.zeros(queries, tokens)
+            geometric_attention_prior(geometry, grid_shape, det_shape, prior_sigma, prior) if prior != "none" else None
         )
-        self.register_buffer("attention_prior", prior_matrix, persistent=False)
-        self.use_prior = prior != "none"
+        self.register_buffer("attention_prior", prior_matrix, persistent=False)  # (queries, tokens) or None
         self.tokens = nn.Linear(in_channels, width)
         self.query_norm, self.token_norm, self.mlp_norm = (nn.LayerNorm(width) for _ in range(3))
         self.attention = nn.MultiheadAttention(width, num_heads, dropout=dropout_rate, batch_first=True)
@@ -145,8 +142,9 @@ class AttentionGuidedProjection(nn.Module):
         queries = (self.queries + self.query_position).expand(batch, -1, -1)  # (B, N, width)
         # 3. cross-attention (geometric prior added to the scores) and MLP, both residual
         keys = self.token_norm(tokens)
-        prior = self.attention_prior if self.use_prior else None
-        attended, _ = self.attention(self.query_norm(queries), keys, keys, attn_mask=prior, need_weights=False)
+        attended, _ = self.attention(
+            self.query_norm(queries), keys, keys, attn_mask=self.attention_prior, need_weights=False
+        )
         out = queries + attended
         out = out + self.mlp(self.mlp_norm(out))
         return out.transpose(1, 2).reshape(batch, -1, *self.grid_shape)  # (B, width, x, y, z)

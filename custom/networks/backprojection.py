@@ -43,7 +43,9 @@ class BackProjectionConditioning(nn.Module):
     ``forward(features_2d (B, C2, 2, h, w), features_3d (B, C3, x, y, z))`` -> (B, C3, x, y, z).
     """
 
-    def __init__(self, projector: Projector, in_channels: int, out_channels: int, norm_name, act_name) -> None:
+    def __init__(
+        self, projector: Projector, in_channels: int, out_channels: int, norm_name: str | tuple, act_name: str | tuple
+    ) -> None:
         super().__init__()
         self.projector = projector
         self.fuse = conv(3, in_channels, out_channels, norm_name, act_name)

@@ -21,14 +21,28 @@ def conv(
 
 
 class DownStage(nn.Sequential):
-    """Halve the resolution (stride-2 convolution), then a two-layer residual unit.
+    """Halve the resolution (2-wide stride-2 convolution), then a two-layer residual unit.
 
-    (B, in_channels, *S) -> (B, out_channels, *S / 2).
+    (B, in_channels, *S) -> (B, out_channels, *S / 2). Coarse sample ``i`` is made from fine samples
+    ``2i`` and ``2i + 1`` and centred between them, where :meth:`BiplanarGeometry.resampled` puts it, so
+    2D and 3D features of one level stay on the geometry's grids (a 3-wide kernel with padding 1
+    would shift each level by half a fine sample, toward opposite world directions in 2D and 3D).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, out_channels: int, norm_name, act_name) -> None:
+    def __init__(
+        self, spatial_dims: int, in_channels: int, out_channels: int, norm_name: str | tuple, act_name: str | tuple
+    ) -> None:
         super().__init__(
-            conv(spatial_dims, in_channels, out_channels, norm_name, act_name, strides=2),
+            Convolution(
+                spatial_dims,
+                in_channels,
+                out_channels,
+                strides=2,
+                kernel_size=2,
+                padding=0,
+                norm=norm_name,
+                act=act_name,
+            ),
             ResidualUnit(spatial_dims, out_channels, out_channels, subunits=2, norm=norm_name, act=act_name),
         )
 
@@ -44,7 +58,9 @@ class UpStage(nn.Module):
     ``forward(x (B, in, *S), extras: list of (B, c_i, *2S))`` -> (B, out, *2S).
     """
 
-    def __init__(self, in_channels: int, extra_channels: int, out_channels: int, norm_name, act_name) -> None:
+    def __init__(
+        self, in_channels: int, extra_channels: int, out_channels: int, norm_name: str | tuple, act_name: str | tuple
+    ) -> None:
         super().__init__()
         self.up = nn.Sequential(
             nn.Upsample(scale_factor=2, mode="trilinear", align_corners=False),

@@ -27,7 +27,14 @@ class Decoder(nn.Module):
     fused [(B, c_k, *grid_k) for k = L-1..0] or None)`` -> (B, c_0, *grid_0).
     """
 
-    def __init__(self, channels: Sequence[int], encoder_skips: bool, fused_views: bool, norm_name, act_name) -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        encoder_skips: bool,
+        fused_views: bool,
+        norm_name: str | tuple,
+        act_name: str | tuple,
+    ) -> None:
         super().__init__()
         self.stages = nn.ModuleList(
             UpStage(

@@ -7,7 +7,7 @@ frontal, 1 lateral), so they can be back-projected directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -25,20 +25,32 @@ class Encoder(nn.Module):
         channels: channels per level, level 0 first.
         norm_name, act_name: MONAI normalisation and activation names.
 
-    ``forward(x (B, in_channels, *S))`` -> ``[(B, channels[k], *S / 2^k) for k]``.
+    ``forward(x (B, in_channels, *S), conditioning)`` -> ``[(B, channels[k], *S / 2^k) for k]``;
+    ``conditioning[k - 1]``, when given, transforms level ``k``'s features before the next stage sees
+    them (PSCT-Net's BP-C).
     """
 
-    def __init__(self, spatial_dims: int, in_channels: int, channels: Sequence[int], norm_name, act_name) -> None:
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        channels: Sequence[int],
+        norm_name: str | tuple,
+        act_name: str | tuple,
+    ) -> None:
         super().__init__()
         self.stem = conv(spatial_dims, in_channels, channels[0], norm_name, act_name)
         self.stages = nn.ModuleList(
             DownStage(spatial_dims, c_in, c_out, norm_name, act_name) for c_in, c_out in zip(channels, channels[1:])
         )
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, conditioning: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None
+    ) -> list[torch.Tensor]:
         features = [self.stem(x)]
-        for stage in self.stages:
-            features.append(stage(features[-1]))
+        for k, stage in enumerate(self.stages):
+            level = stage(features[-1])
+            features.append(level if conditioning is None else conditioning[k](level))
         return features
 
 
@@ -53,7 +65,13 @@ class ViewEncoders(nn.Module):
     ``forward(views (B, 2, H, W))`` -> ``[(B, channels[k], 2, H / 2^k, W / 2^k) for k]``.
     """
 
-    def __init__(self, channels: Sequence[int], shared: bool = False, norm_name="INSTANCE", act_name="RELU") -> None:
+    def __init__(
+        self,
+        channels: Sequence[int],
+        shared: bool = False,
+        norm_name: str | tuple = "INSTANCE",
+        act_name: str | tuple = "RELU",
+    ) -> None:
         super().__init__()
         self.shared = shared
         count = 1 if shared else len(VIEW_NAMES)

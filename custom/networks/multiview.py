@@ -31,7 +31,9 @@ class MultiViewFusion(nn.Module):
     fused features per decoder level, coarse to fine: ``[(B, c_k, *grid_k) for k = L-1 .. 0]``.
     """
 
-    def __init__(self, projector: Projector, channels: Sequence[int], norm_name, act_name) -> None:
+    def __init__(
+        self, projector: Projector, channels: Sequence[int], norm_name: str | tuple, act_name: str | tuple
+    ) -> None:
         super().__init__()
         self.projector = projector
         levels = range(len(channels) - 2, -1, -1)

@@ -22,6 +22,7 @@ both views (AGP-3D attends over both views at once).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -53,6 +54,7 @@ class PSCTNet(nn.Module):
             Defaults to True.
         agp: AGP-3D link; False uses the X2CT-GAN fully connected link. Defaults to True.
         agp_prior: AGP-3D geometric prior, ``none``, ``bias`` or ``mask``. Defaults to ``bias``.
+        agp_prior_sigma: width of the geometric prior, bottleneck pixels. Defaults to 1.
         agp_heads: attention heads. Defaults to 4.
         bimamba: BiM-3D at the bottleneck. Defaults to True.
         bimamba_depth: BiM-3D blocks. Defaults to 2.
@@ -61,7 +63,9 @@ class PSCTNet(nn.Module):
         fc_squeeze: channels either side of the fully connected link's linear layer. Defaults to 8.
         norm_name: MONAI normalisation name. Defaults to ``INSTANCE``.
         act_name: MONAI activation name. Defaults to ``RELU``.
-        dropout_rate: dropout in AGP-3D and BiM-3D MLPs. Defaults to 0.
+        dropout_rate: dropout in AGP-3D (attention and MLP) and in BiM-3D's MLP. Defaults to 0.
+
+    Options of a module that is switched off (e.g. ``agp_prior`` with ``agp=False``) are ignored.
 
     Raises:
         ValueError: fewer than two levels, grid or detector sides not divisible by ``2^L``, BP-C
@@ -77,6 +81,7 @@ class PSCTNet(nn.Module):
         bp_conditioning: bool = True,
         agp: bool = True,
         agp_prior: str = "bias",
+        agp_prior_sigma: float = 1.0,
         agp_heads: int = 4,
         bimamba: bool = True,
         bimamba_depth: int = 2,
@@ -116,7 +121,15 @@ class PSCTNet(nn.Module):
         bottleneck = channels[-1]
         if agp:
             self.link = AttentionGuidedProjection(
-                bottleneck, bottleneck, grid, det, agp_heads, geometry, agp_prior, dropout_rate=dropout_rate
+                bottleneck,
+                bottleneck,
+                grid,
+                det,
+                agp_heads,
+                geometry,
+                agp_prior,
+                agp_prior_sigma,
+                dropout_rate=dropout_rate,
             )
         else:
             self.link = FullyConnectedLink(bottleneck, bottleneck, det, grid, fc_squeeze)
@@ -132,12 +145,13 @@ class PSCTNet(nn.Module):
         """(B, 2, H, W) views in [0, 1] -> (B, 1, X, Y, Z) CT on the networks' [0, 1] scale."""
         # 1. both views' 2D features at every level
         features_2d = self.encoder_2d(views)  # [(B, c_k, 2, H/2^k, W/2^k)]
-        # 2. BP-I prior through the 3D encoder, with BP-C at every level below the stem
+        # 2. BP-I prior through the 3D encoder; BP-C adds each level's lifted 2D features before the next stage
         skips = None
         if self.encoder_3d is not None:
-            skips = self.encoder_3d(self.prior(views))  # [(B, c_k, X/2^k, Y/2^k, Z/2^k)]
+            conditioning = None
             if self.bp_conditioning is not None:
-                skips = skips[:1] + [bpc(f, s) for bpc, f, s in zip(self.bp_conditioning, features_2d[1:], skips[1:])]
+                conditioning = [partial(bpc, f) for bpc, f in zip(self.bp_conditioning, features_2d[1:])]
+            skips = self.encoder_3d(self.prior(views), conditioning)  # [(B, c_k, X/2^k, Y/2^k, Z/2^k)]
         # 3. the 2D->3D link at the bottleneck; per-view seeds for MV3D-C
         lifted = self.link(features_2d[-1])  # AGP: (B, C, x, y, z); FC: (B, C, 2, x, y, z)
         per_view = lifted if lifted.dim() == 6 else None

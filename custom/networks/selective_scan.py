@@ -301,7 +301,8 @@ def selective_scan(
 ) -> ScanResult:
     """Selective scan by the best available backend (see :func:`selective_scan_backend`).
 
-    Same arguments, shapes and returns as :func:`selective_scan_reference`. On the kernel path ``delta``, ``B``,
+    Same arguments, shapes and returns as :func:`selective_scan_reference`. TorchScript tracing always takes the
+    PyTorch scan, so exported models run anywhere. On the kernel path ``delta``, ``B``,
     ``C`` and ``z`` are cast to the dtype of ``u`` and ``A``, ``D``, ``delta_bias`` to float32, as the kernel
     requires.
 
@@ -310,7 +311,8 @@ def selective_scan(
         RuntimeError: when ``PSCTNET_SELECTIVE_SCAN=cuda`` but the kernel cannot run these inputs.
     """
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
-    if selective_scan_backend(u.device, u.dtype) == "torch":
+    exporting = torch.jit.is_tracing() or torch.jit.is_scripting()  # a saved graph cannot hold the kernel's Function
+    if exporting or selective_scan_backend(u.device, u.dtype) == "torch":
         return selective_scan_parallel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     kernel, _ = _load_kernel()
     dtype = u.dtype
