@@ -36,7 +36,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], overwri
     os.close(handle)
     try:
         write(Path(temporary))
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private; give it a normal file's mode
+        os.chmod(temporary, normal_mode())  # mkstemp makes it private; give it a normal file's mode
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
@@ -57,10 +57,11 @@ def has_dicom_marker(path: str | os.PathLike) -> bool:
         return False
 
 
-def _umask() -> int:
+def normal_mode(directory: bool = False) -> int:
+    """The permission bits a new file (or folder) gets under the process's umask."""
     mask = os.umask(0)
     os.umask(mask)
-    return mask
+    return (0o777 if directory else 0o666) & ~mask
 
 
-__all__ = ["atomic_write", "has_dicom_marker", "refuse_existing"]
+__all__ = ["atomic_write", "has_dicom_marker", "normal_mode", "refuse_existing"]

@@ -1,0 +1,159 @@
+"""Writing reconstructed CTs: NIfTI and DICOM series, on the geometry's grid, complete or absent.
+
+A reconstruction lives on the canonical CT grid of a :class:`~custom.geometry.BiplanarGeometry`; its
+affine and spacing come from that grid, never from the X-rays it was made from. Values are written as
+int16 HU (rounded, clipped to the int16 range).
+
+DICOM series: one axial slice per file, in the patient's LPS frame as DICOM requires: rows run
+anterior -> posterior, columns the patient's right -> left (ImageOrientationPatient 1\\0\\0\\0\\1\\0), slice
+``k`` at the grid's ``z_k``; CT Image Storage with fresh UIDs, Modality CT, RescaleSlope 1 and
+RescaleIntercept 0 (stored values are HU). The series goes to a temporary folder beside the target
+and is moved into place when every slice is written.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from custom.files import atomic_write, normal_mode, refuse_existing
+from custom.geometry import BiplanarGeometry
+
+
+def _int16_hu(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry) -> np.ndarray:
+    """(X, Y, Z) int16 HU on the geometry's grid; ValueError for another shape or non-finite values."""
+    volume = np.asarray(hu.detach().cpu() if isinstance(hu, torch.Tensor) else hu, dtype=np.float64)
+    volume = volume.reshape(volume.shape[-3:]) if volume.ndim > 3 and volume.shape[0] == 1 else volume
+    if volume.shape != tuple(geometry.vol_shape):
+        raise ValueError(f"the CT must be (X, Y, Z) = {geometry.vol_shape} on the geometry's grid, got {volume.shape}.")
+    if not np.isfinite(volume).all():
+        raise ValueError("the CT contains NaN or infinite values.")
+    info = np.iinfo(np.int16)
+    return np.clip(np.round(volume), info.min, info.max).astype(np.int16)
+
+
+def write_ct_nifti(
+    path: str | os.PathLike, hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, overwrite: bool = False
+) -> Path:
+    """Write a CT (X, Y, Z) or (1, X, Y, Z) in HU as int16 NIfTI with the grid's RAS affine (mm).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: the CT is not on the geometry's grid or not finite.
+    """
+    image = nib.Nifti1Image(_int16_hu(hu, geometry), geometry.affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(geometry.affine, code=1)  # scanner-anatomical
+    image.set_sform(geometry.affine, code=1)
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite)
+
+
+def write_ct_dicom(
+    folder: str | os.PathLike,
+    hu: torch.Tensor | np.ndarray,
+    geometry: BiplanarGeometry,
+    overwrite: bool = False,
+    patient_id: str = "ANONYMOUS",
+    series_description: str = "PSCT-Net reconstruction from biplanar X-rays",
+) -> Path:
+    """Write a CT in HU as a DICOM series, one axial slice per file (``slice_NNNN.dcm``), into ``folder``.
+
+    Args:
+        folder: the series folder; created, or replaced when ``overwrite``.
+        hu: (X, Y, Z) or (1, X, Y, Z) CT numbers on the geometry's grid, HU.
+        geometry: the grid: spacing and positions, mm.
+        overwrite: replace an existing folder. Defaults to False.
+        patient_id: PatientID (and PatientName). Defaults to ``ANONYMOUS``.
+        series_description: SeriesDescription.
+
+    Raises:
+        FileExistsError: ``folder`` exists and ``overwrite`` is False.
+        ValueError: the CT is not on the geometry's grid or not finite.
+    """
+    folder = Path(folder)
+    refuse_existing([folder], overwrite)
+    volume = _int16_hu(hu, geometry)  # (X, Y, Z), RAS
+    x, y, z = (c.numpy() for c in geometry.voxel_coordinates())  # mm, RAS
+    spacing = geometry.vol_spacing
+    now = datetime.datetime.now()
+    shared = {
+        "StudyInstanceUID": generate_uid(),
+        "SeriesInstanceUID": generate_uid(),
+        "FrameOfReferenceUID": generate_uid(),
+        "StudyDate": now.strftime("%Y%m%d"),
+        "StudyTime": now.strftime("%H%M%S"),
+    }
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        for k in range(volume.shape[2]):
+            # rows: anterior -> posterior (RAS y falling), columns: patient's right -> left (RAS x falling)
+            pixels = np.ascontiguousarray(volume[::-1, ::-1, k].T)  # (rows Y, columns X)
+            first = (-x[-1], -y[-1], z[k])  # LPS position of pixel (0, 0): RAS (x max, y max, z_k)
+            _slice_dataset(pixels, first, spacing, k, shared, patient_id, series_description).save_as(
+                staging / f"slice_{k:04d}.dcm", enforce_file_format=True
+            )
+        os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
+        if folder.exists():  # overwrite: swap the complete new series in, then drop the old one
+            old = folder.with_name(f".{folder.name}.old")
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def _slice_dataset(
+    pixels: np.ndarray,
+    position: tuple[float, float, float],
+    spacing: float,
+    index: int,
+    shared: dict[str, str],
+    patient_id: str,
+    series_description: str,
+) -> FileDataset:
+    """One CT Image Storage object for an axial slice (rows, columns) of int16 HU at an LPS position (mm)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    for name, value in shared.items():
+        setattr(ds, name, value)
+    ds.SeriesDate, ds.SeriesTime = ds.StudyDate, ds.StudyTime
+    ds.Modality = "CT"
+    ds.Manufacturer = "psctnet-bundle"
+    ds.PatientName = patient_id
+    ds.PatientID = patient_id
+    ds.SeriesDescription = series_description
+    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
+    ds.SeriesNumber, ds.InstanceNumber = 1, index + 1
+    ds.ImagePositionPatient = [f"{v:.4f}" for v in position]
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    ds.SliceLocation = f"{position[2]:.4f}"
+    ds.PixelSpacing = [spacing, spacing]  # mm: between rows, between columns
+    ds.SliceThickness = ds.SpacingBetweenSlices = spacing
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+    ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = 0, 1, "HU"
+    ds.WindowCenter, ds.WindowWidth = 400, 2000  # a bone window
+    ds.PixelData = pixels.tobytes()
+    return ds
+
+
+__all__ = ["write_ct_dicom", "write_ct_nifti"]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import itk
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import torch
+
+from custom.data.ct import LoadCT
+from custom.data.writers import write_ct_dicom, write_ct_nifti
+from custom.geometry import BiplanarGeometry
+
+GEOMETRY = BiplanarGeometry(vol_shape=(12, 10, 8), vol_spacing=2.5)
+
+
+@pytest.fixture
+def ct() -> torch.Tensor:
+    hu = torch.linspace(-1024, 2000, 12 * 10 * 8).reshape(12, 10, 8)
+    hu[10, 2, 6] = 3000.0  # a marker: patient's right, posterior, superior
+    return hu
+
+
+def test_nifti_has_the_grid_affine_and_int16_hu(tmp_path, ct):
+    path = write_ct_nifti(tmp_path / "case.nii.gz", ct[None], GEOMETRY)
+    image = nib.load(path)
+    assert image.get_data_dtype() == np.int16 and np.allclose(image.affine, GEOMETRY.affine)
+    assert image.header.get_xyzt_units()[0] == "mm"
+    assert np.array_equal(np.asarray(image.dataobj), ct.round().short().numpy())
+    loaded = LoadCT()(path)
+    assert torch.allclose(loaded[0], ct.round()) and np.allclose(loaded.affine.numpy(), GEOMETRY.affine)
+
+
+def test_dicom_series_reads_back_identically_with_pydicom_and_itk(tmp_path, ct):
+    folder = write_ct_dicom(tmp_path / "series", ct, GEOMETRY)
+    files = sorted(folder.glob("*.dcm"))
+    assert len(files) == 8
+    first = pydicom.dcmread(files[0])
+    assert first.Modality == "CT" and first.SOPClassUID == pydicom.uid.CTImageStorage
+    assert len({pydicom.dcmread(f).SOPInstanceUID for f in files}) == 8
+    assert len({pydicom.dcmread(f).SeriesInstanceUID for f in files}) == 1
+    # our loader: same HU, same world positions (RAS)
+    loaded = LoadCT()(folder)
+    world = loaded.affine.numpy() @ np.array([*np.argwhere(loaded[0].numpy() == 3000)[0], 1.0])
+    expected = GEOMETRY.affine @ np.array([10, 2, 6, 1.0])
+    assert np.allclose(world, expected)
+    assert np.isclose(loaded.float().mean().item(), ct.round().mean().item(), atol=1e-3)
+    # ITK reads the series in LPS: the marker at the same place
+    reader = itk.imread(str(folder), itk.SS)
+    array = itk.array_view_from_image(reader)  # (slices, rows, columns)
+    index = np.argwhere(array == 3000)[0][::-1]  # (column, row, slice)
+    lps = np.asarray(reader.TransformIndexToPhysicalPoint([int(i) for i in index]))
+    assert np.allclose(lps * [-1, -1, 1], expected[:3], atol=1e-3)
+
+
+def test_nothing_is_overwritten_or_left_half_written(tmp_path, ct, monkeypatch):
+    write_ct_nifti(tmp_path / "case.nii.gz", ct, GEOMETRY)
+    write_ct_dicom(tmp_path / "series", ct, GEOMETRY)
+    with pytest.raises(FileExistsError):
+        write_ct_nifti(tmp_path / "case.nii.gz", ct, GEOMETRY)
+    with pytest.raises(FileExistsError):
+        write_ct_dicom(tmp_path / "series", ct, GEOMETRY)
+    write_ct_dicom(tmp_path / "series", ct + 1, GEOMETRY, overwrite=True)
+    assert int(pydicom.dcmread(tmp_path / "series" / "slice_0000.dcm").pixel_array.min()) == -1023
+    # a crash while writing slices leaves neither a new folder nor temporary files
+    calls = []
+
+    def crash_on_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return original(self, *args, **kwargs)
+
+    original = pydicom.dataset.FileDataset.save_as
+    monkeypatch.setattr(pydicom.dataset.FileDataset, "save_as", crash_on_third)
+    with pytest.raises(OSError):
+        write_ct_dicom(tmp_path / "other", ct, GEOMETRY)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz", "series"]
+
+
+@pytest.mark.parametrize(
+    "volume",
+    [torch.zeros(12, 10, 7), torch.full((12, 10, 8), float("nan"))],
+)
+def test_ill_arg(tmp_path, volume):
+    with pytest.raises(ValueError):
+        write_ct_nifti(tmp_path / "x.nii.gz", volume, GEOMETRY)
+    with pytest.raises(ValueError):
+        write_ct_dicom(tmp_path / "x", volume, GEOMETRY)
+    assert list(tmp_path.iterdir()) == []
