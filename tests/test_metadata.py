@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+from monai.bundle import verify_metadata
+
+from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.physics import NETWORK_HU_RANGE
+
+ROOT = Path(__file__).resolve().parents[1]
+METADATA = ROOT / "bundle" / "configs" / "metadata.json"
+SCHEMA = Path(__file__).resolve().parent / "data" / "meta_schema_20240725.json"  # vendored: machines may be offline
+
+
+def test_metadata_is_valid_against_the_model_zoo_schema(tmp_path):
+    metadata = json.loads(METADATA.read_text())
+    jsonschema.validate(metadata, json.loads(SCHEMA.read_text()))
+    assert metadata["schema"].endswith(SCHEMA.name)
+    local = tmp_path / SCHEMA.name
+    local.write_bytes(SCHEMA.read_bytes())
+    verify_metadata(meta_file=str(METADATA), filepath=str(local))  # MONAI's own check, with the local schema
+
+
+def test_vendored_schema_matches_the_shared_copy():
+    shared = ROOT.parent / "shared" / "schemas" / SCHEMA.name
+    if not shared.exists():
+        pytest.skip(f"{shared} is absent")
+    assert json.loads(shared.read_text()) == json.loads(SCHEMA.read_text())
+
+
+def test_network_data_format_states_the_real_input_and_output():
+    geometry, formats = BiplanarGeometry(), json.loads(METADATA.read_text())["network_data_format"]
+    image, pred = formats["inputs"]["image"], formats["outputs"]["pred"]
+    assert image["num_channels"] == len(VIEW_NAMES) and image["spatial_shape"] == list(geometry.det_shape)
+    assert image["channel_def"] == {str(i): name for i, name in enumerate(VIEW_NAMES)}
+    assert pred["spatial_shape"] == list(geometry.vol_shape) and pred["value_range"] == [0, 1]
+    low, high = NETWORK_HU_RANGE
+    assert f"HU = {low:g} + {high - low:g} * value" in pred["channel_def"]["0"]
+
+
+def test_intended_use_is_research_only():
+    assert "not for diagnostic use" in json.loads(METADATA.read_text())["intended_use"]
