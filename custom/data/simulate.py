@@ -194,13 +194,14 @@ class SimulateBiplanarXRayd(MapTransform, Randomizable):
             raise ValueError(f"SimulateBiplanarXRayd reads one CT key, got {self.keys}.")
         self.output_key = output_key
         self.simulator = SimulateBiplanarXRay(**kwargs)
+        self.simulator.R = self.R
 
     def randomize(self, data=None) -> None:
         self.simulator.randomize()
 
     def set_random_state(self, seed=None, state=None) -> SimulateBiplanarXRayd:
         super().set_random_state(seed, state)
-        self.simulator.set_random_state(seed, state)
+        self.simulator.R = self.R  # one generator: seeding, saving and restoring this transform covers both
         return self
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
