@@ -45,8 +45,8 @@ def linear_decay_schedule(optimizer: torch.optim.Optimizer, constant_epochs: int
 
 def _randomizables(transform: Any) -> list[Randomizable]:
     """The random transforms in ``transform`` (a Compose, possibly nested), in order."""
-    if isinstance(transform, Compose):
-        return [r for t in transform.transforms for r in _randomizables(t)]
+    if isinstance(transform, Compose):  # a Compose draws too (OneOf, SomeOf, RandomOrder)
+        return [transform, *(r for t in transform.transforms for r in _randomizables(t))]
     return [transform] if isinstance(transform, Randomizable) else []
 
 
@@ -66,7 +66,9 @@ class RandomState:
             Defaults to None.
 
     Use it as one more entry in the ``save_dict`` of MONAI's ``CheckpointSaver`` and the ``load_dict``
-    of ``CheckpointLoader``.
+    of ``CheckpointLoader``. Exact resumption holds with ``num_workers`` 0 or more, but not with
+    ``persistent_workers=True`` (the workers' transform generators then live on across epochs, out
+    of reach of the checkpoint).
     """
 
     def __init__(self, transforms: Any = None) -> None:
@@ -116,7 +118,8 @@ class PairedGanTrainer(Trainer):
             :class:`~monai.engines.Trainer` (``handlers`` there).
 
     Each iteration's output: ``image``, ``label`` (the target), ``pred`` (detached) and the floats
-    ``loss`` (generator total), ``d_loss``, ``adv``, ``rec``, ``proj``.
+    ``loss`` (generator total), ``d_loss``, ``adv``, ``rec``, ``proj``. With ``amp``, checkpoint
+    ``g_scaler`` and ``d_scaler`` too for an exact resume.
     """
 
     def __init__(
@@ -168,6 +171,8 @@ class PairedGanTrainer(Trainer):
     def _iteration(self, engine: PairedGanTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
         if batchdata is None:
             raise ValueError("Must provide batch data for current iteration.")
+        self.network.train()  # a validation run between epochs leaves the networks in eval mode
+        self.discriminator.train()
         device = engine.state.device
         views = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=self.non_blocking)
         target = torch.as_tensor(batchdata[self.target_key]).to(device, non_blocking=self.non_blocking)
@@ -189,7 +194,7 @@ class PairedGanTrainer(Trainer):
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
             logits = self.discriminator(fake, prior) if self.loss_function.lambda_adv > 0 else None
-            terms = self.loss_function(fake.float(), target.float(), logits)
+        terms = self.loss_function(fake.float(), target.float(), logits)  # float32: projections sum many voxels
         self._step(terms["loss"], self.optimizer, self.g_scaler)
         self.discriminator.zero_grad(set_to_none=True)  # the generator step left gradients there
         return {

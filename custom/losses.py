@@ -22,14 +22,18 @@ PROJECTION_MODES = ("geometry", "parallel")
 
 
 def lsgan_discriminator_loss(real_logits: list[torch.Tensor], fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    """LSGAN discriminator loss averaged over scales: ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))``."""
+    """LSGAN discriminator loss summed over scales: ``0.5 * (mean((D(real) - 1)^2) + mean(D(fake)^2))`` each.
+
+    The convention of pix2pixHD and X2CT-GAN (whose weights PSCT-Net's 0.1 was tuned with): the
+    discriminator's two terms halved, the scales summed.
+    """
     terms = [0.5 * ((r - 1).square().mean() + f.square().mean()) for r, f in zip(real_logits, fake_logits)]
-    return torch.stack(terms).mean()
+    return torch.stack(terms).sum()
 
 
 def lsgan_generator_loss(fake_logits: list[torch.Tensor]) -> torch.Tensor:
-    """LSGAN generator loss averaged over scales: ``0.5 * mean((D(fake) - 1)^2)``."""
-    return torch.stack([0.5 * (f - 1).square().mean() for f in fake_logits]).mean()
+    """LSGAN generator loss summed over scales: ``mean((D(fake) - 1)^2)`` each (pix2pixHD, X2CT-GAN)."""
+    return torch.stack([(f - 1).square().mean() for f in fake_logits]).sum()
 
 
 class ProjectionConsistencyLoss(nn.Module):

@@ -20,7 +20,7 @@ from custom.physics import hu_to_network
 GEOMETRY = BiplanarGeometry(vol_shape=(16,) * 3, vol_spacing=12.0, det_shape=(16, 16))
 
 
-def _run(epochs: int, checkpoint_dir=None, resume_from=None) -> dict[str, torch.Tensor]:
+def _run(epochs: int, checkpoint_dir=None, resume_from=None, workers: int = 0) -> dict[str, torch.Tensor]:
     """A fresh tiny training 'process': build everything from the seed, optionally save or resume."""
     set_determinism(seed=0)
     transforms = Compose(
@@ -31,7 +31,8 @@ def _run(epochs: int, checkpoint_dir=None, resume_from=None) -> dict[str, torch.
             Lambdad(keys="ct", func=hu_to_network, overwrite="target"),
         ]
     ).set_random_state(0)
-    loader = DataLoader(Dataset(phantom_datalist(3, seed=0), transforms), batch_size=1, shuffle=True)
+    dataset = Dataset(phantom_datalist(3, seed=0), transforms)
+    loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers)
     generator = psctnet("tiny", GEOMETRY)
     discriminator = MultiScalePatchDiscriminator3d(channels=2, num_layers=1, num_scales=1)
     g_optimizer = torch.optim.Adam(generator.parameters(), lr=2e-3, betas=(0.5, 0.99))
@@ -58,16 +59,17 @@ def _run(epochs: int, checkpoint_dir=None, resume_from=None) -> dict[str, torch.
     return {**generator.state_dict(), **{f"d.{k}": v for k, v in discriminator.state_dict().items()}}, trainer
 
 
-def test_resumed_training_equals_uninterrupted_training(tmp_path):
-    uninterrupted, _ = _run(epochs=2)
-    _run(epochs=1, checkpoint_dir=tmp_path)  # "interrupted" after one epoch
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_training_equals_uninterrupted_training(tmp_path, workers):
+    uninterrupted, _ = _run(epochs=2, workers=workers)
+    _run(epochs=1, checkpoint_dir=tmp_path, workers=workers)  # "interrupted" after one epoch
     (checkpoint,) = tmp_path.glob("*.pt")
-    resumed, trainer = _run(epochs=2, resume_from=checkpoint)
+    resumed, trainer = _run(epochs=2, resume_from=checkpoint, workers=workers)
     assert trainer.state.epoch == 2 and trainer.state.iteration == 6
     assert uninterrupted.keys() == resumed.keys()
     for name, value in uninterrupted.items():
         assert torch.allclose(value.float(), resumed[name].float(), atol=1e-6), name
-    once_more, _ = _run(epochs=1)
+    once_more, _ = _run(epochs=1, workers=workers)
     assert any(not torch.equal(once_more[k], uninterrupted[k]) for k in uninterrupted)  # training did move
 
 

@@ -20,7 +20,8 @@ def test_lsgan_losses_by_hand():
     ones, zeros, halves = torch.ones(2, 1, 3, 3, 3), torch.zeros(2, 1, 3, 3, 3), torch.full((2, 1, 3, 3, 3), 0.5)
     assert lsgan_discriminator_loss([ones, ones], [zeros, zeros]) == 0  # a perfect judge
     assert lsgan_discriminator_loss([halves], [halves]) == pytest.approx(0.25)  # 0.5 * (0.25 + 0.25)
-    assert lsgan_generator_loss([ones]) == 0 and lsgan_generator_loss([zeros, ones]) == pytest.approx(0.25)
+    assert lsgan_discriminator_loss([halves, halves], [halves, halves]) == pytest.approx(0.5)  # scales add up
+    assert lsgan_generator_loss([ones]) == 0 and lsgan_generator_loss([zeros, ones]) == pytest.approx(1.0)
 
 
 def test_parallel_projection_loss_is_the_mean_difference_of_axis_means():
@@ -28,6 +29,15 @@ def test_parallel_projection_loss_is_the_mean_difference_of_axis_means():
     loss = ProjectionConsistencyLoss(Projector(PARALLEL), "parallel")
     assert loss(target, target) == 0
     assert loss(target + 0.3, target).item() == pytest.approx(0.3, rel=1e-5)
+
+
+def test_projections_of_ones_are_one_on_a_non_cubic_grid():
+    ones = torch.ones(1, 1, 16, 12, 8)
+    for beam in ("parallel", "cone"):
+        geometry = BiplanarGeometry(vol_shape=(16, 12, 8), vol_spacing=4.0, det_shape=(16, 16), beam=beam)
+        frontal, lateral = ProjectionConsistencyLoss(Projector(geometry)).project(ones)
+        for view in (frontal, lateral):  # the mean along each ray that crosses the whole grid
+            assert view.max().item() == pytest.approx(1.0, rel=2e-3)
 
 
 def test_geometry_projection_is_the_mean_along_each_views_rays():
@@ -50,7 +60,7 @@ def test_generator_loss_weights_its_terms_and_passes_gradients():
     for name, weight in (("adv", 0.1), ("rec", 10.0), ("proj", 10.0)):
         assert weighted[name].item() == pytest.approx(weight * unit[name].item(), rel=1e-5)
     assert weighted["loss"].item() == pytest.approx(sum(weighted[k].item() for k in ("adv", "rec", "proj")))
-    assert unit["adv"].item() == pytest.approx(0.5)  # D(fake) = 0 -> 0.5 * (0 - 1)^2
+    assert unit["adv"].item() == pytest.approx(1.0)  # D(fake) = 0 -> (0 - 1)^2
     weighted["loss"].backward()
     assert pred.grad is not None and pred.grad.abs().sum() > 0
     assert GeneratorLoss(Projector(CONE))(pred, target)["adv"] == 0  # no discriminator, no adversarial term

@@ -26,6 +26,7 @@ def test_nifti_has_the_grid_affine_and_int16_hu(tmp_path, ct):
     image = nib.load(path)
     assert image.get_data_dtype() == np.int16 and np.allclose(image.affine, GEOMETRY.affine)
     assert image.header.get_xyzt_units()[0] == "mm"
+    assert image.get_qform(coded=True)[1] == image.get_sform(coded=True)[1] == 1  # both say: scanner space
     assert np.array_equal(np.asarray(image.dataobj), ct.round().short().numpy())
     loaded = LoadCT()(path)
     assert torch.allclose(loaded[0], ct.round()) and np.allclose(loaded.affine.numpy(), GEOMETRY.affine)
@@ -76,6 +77,13 @@ def test_nothing_is_overwritten_or_left_half_written(tmp_path, ct, monkeypatch):
     with pytest.raises(OSError):
         write_ct_dicom(tmp_path / "other", ct, GEOMETRY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz", "series"]
+    # ... and a crash while overwriting keeps the old series whole
+    calls.clear()
+    with pytest.raises(OSError):
+        write_ct_dicom(tmp_path / "series", ct + 2, GEOMETRY, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.nii.gz", "series"]
+    assert len(list((tmp_path / "series").glob("*.dcm"))) == 8
+    assert int(pydicom.dcmread(tmp_path / "series" / "slice_0000.dcm").pixel_array.min()) == -1023
 
 
 @pytest.mark.parametrize(

@@ -104,7 +104,7 @@ def write_ct_dicom(
             )
         os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
         if folder.exists():  # overwrite: swap the complete new series in, then drop the old one
-            old = folder.with_name(f".{folder.name}.old")
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))  # empty: a target
             os.replace(folder, old)
             os.replace(staging, folder)
             shutil.rmtree(old)
@@ -139,6 +139,9 @@ def _slice_dataset(
     ds.Manufacturer = "psctnet-bundle"
     ds.PatientName = patient_id
     ds.PatientID = patient_id
+    for type_2 in ("PatientBirthDate", "PatientSex", "ReferringPhysicianName", "StudyID", "AccessionNumber"):
+        setattr(ds, type_2, "")  # required, may be empty
+    ds.PositionReferenceIndicator = ""
     ds.SeriesDescription = series_description
     ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
     ds.SeriesNumber, ds.InstanceNumber = 1, index + 1
