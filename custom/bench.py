@@ -71,6 +71,19 @@ def _current_rss_mb() -> float:
     return int(statm.read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _memory_baseline(device: torch.device) -> float:
+    """Start a peak-memory measurement: reset CUDA's peak, or note the process's resident memory (MB)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return 0.0
+    return _current_rss_mb()
+
+
+def _peak_memory_mb(device: torch.device, baseline: float) -> float:
+    """Peak memory since :func:`_memory_baseline`, MB: CUDA's allocator peak, or resident-memory growth."""
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb() - baseline
+
+
 def _median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
     """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls, ms (CUDA events on GPU)."""
     times = []
@@ -96,9 +109,7 @@ def measure(
 ) -> dict:
     """Time one operator at one size in this process (see the module docstring)."""
     dev, dt = torch.device(device), getattr(torch, dtype)
-    baseline = _current_rss_mb() if dev.type == "cpu" else 0.0
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    baseline = _memory_baseline(dev)
     projector = Projector(BiplanarGeometry().resampled((size,) * 3, (size, size)), backprojection)
     generator = torch.Generator(dev).manual_seed(0)
     if op == "forward":
@@ -108,7 +119,7 @@ def measure(
     run = partial({"forward": projector, "backproject": projector.backproject, "adjoint": projector.adjoint}[op], data)
     with torch.no_grad():
         median = _median_ms(run, dev, repeats, warmup)
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb() - baseline
+    peak = _peak_memory_mb(dev, baseline)
     return {
         "op": op,
         "size": size,
@@ -198,9 +209,7 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
     from custom.networks.selective_scan import selective_scan_backend
 
     dev, dt = torch.device(device), getattr(torch, dtype)
-    baseline = _current_rss_mb() if dev.type == "cpu" else 0.0
-    if dev.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(dev)
+    baseline = _memory_baseline(dev)
     geometry = BiplanarGeometry().resampled((size,) * 3, (size, size))
     generator = torch.Generator(dev).manual_seed(0)
     if op.startswith("generator"):
@@ -222,7 +231,7 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
                 model(*inputs)
 
     median = _median_ms(run, dev, repeats, warmup)
-    peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else _peak_rss_mb() - baseline
+    peak = _peak_memory_mb(dev, baseline)
     return {
         "op": op,
         "size": size,
