@@ -17,8 +17,10 @@ simulated and real X-rays, so the network sees both on the same scale.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import torch
-import torch.nn.functional as F
 
 MU_WATER = 0.02059  # 1/mm, water at 60 keV
 AIR_HU = -1024.0  # HU, air as CT scanners store it; the value outside every canonical CT and phantom
@@ -49,7 +51,7 @@ def log_image(intensity: torch.Tensor, i0: float = 1.0) -> torch.Tensor:
     return -torch.log(intensity.clamp(min=tiny) / i0)
 
 
-NETWORK_HU_RANGE = (-1024.0, 2048.0)  # HU mapped to [0, 1] for the networks' CT input and output
+NETWORK_HU_RANGE = (AIR_HU, 2048.0)  # HU mapped to [0, 1] for the networks' CT input and output
 
 
 def hu_to_network(hu: torch.Tensor, hu_range: tuple[float, float] = NETWORK_HU_RANGE) -> torch.Tensor:
@@ -78,6 +80,36 @@ def quantum_counts(expected: torch.Tensor, generator: torch.Generator | None = N
     return torch.poisson(expected.float().clamp(min=0), generator).clamp(min=1).to(expected.dtype)
 
 
+def gaussian_blur(values: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
+    """Separable Gaussian filter over the last ``len(sigmas)`` axes, edges replicated.
+
+    Args:
+        values: (..., *S) images or volumes.
+        sigmas: standard deviation per filtered axis, in samples; 0 leaves an axis as it is. The
+            kernel reaches ``ceil(3 sigma)`` samples either side.
+
+    Raises:
+        ValueError: a negative sigma.
+    """
+    if min(sigmas, default=0) < 0:
+        raise ValueError(f"sigmas must be >= 0 samples, got {tuple(sigmas)}.")
+    first = values.dim() - len(sigmas)
+    for axis, sigma in enumerate(sigmas, start=first):
+        if sigma == 0:
+            continue
+        radius = max(1, math.ceil(3 * sigma))
+        taps = torch.arange(-radius, radius + 1, dtype=values.dtype, device=values.device)
+        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+        kernel = kernel / kernel.sum()
+        n = values.shape[axis]
+        padded = values.index_select(axis, torch.arange(-radius, n + radius, device=values.device).clamp(0, n - 1))
+        blurred = torch.zeros_like(values)
+        for t in range(2 * radius + 1):  # shifted copies, weighted: no full-size kernel tensor
+            blurred.add_(padded.narrow(axis, t, n), alpha=float(kernel[t]))
+        values = blurred
+    return values
+
+
 def detector_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """Gaussian detector unsharpness (scintillator light spread, focal spot) of images (..., H, W).
 
@@ -87,16 +119,7 @@ def detector_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
     """
     if sigma < 0:
         raise ValueError(f"sigma must be >= 0 pixels, got {sigma}.")
-    if sigma == 0:
-        return image
-    radius = max(1, int(3 * sigma + 0.5))
-    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    flat = image.reshape(-1, 1, *image.shape[-2:])
-    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1))
-    return flat.reshape(image.shape)
+    return image if sigma == 0 else gaussian_blur(image, (sigma, sigma))
 
 
 DISPLAY_PERCENTILES = (0.5, 99.5)  # % of pixels mapped to 0 and 1 by normalise_radiograph
@@ -133,6 +156,7 @@ __all__ = [
     "MU_WATER",
     "NETWORK_HU_RANGE",
     "detector_blur",
+    "gaussian_blur",
     "hu_to_mu",
     "hu_to_network",
     "log_image",

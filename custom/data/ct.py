@@ -53,10 +53,11 @@ from pydicom.pixels import apply_modality_lut
 
 from custom.files import has_dicom_marker
 from custom.geometry import BiplanarGeometry
+from custom.physics import AIR_HU, gaussian_blur
 
 logger = logging.getLogger(__name__)
 
-HU_RANGE: tuple[float, float] = (-1024.0, 3071.0)  # HU, the 12-bit range CT scanners store
+HU_RANGE: tuple[float, float] = (AIR_HU, 3071.0)  # HU, the 12-bit range CT scanners store
 
 NIFTI_SUFFIXES: tuple[str, ...] = (".nii", ".nii.gz")
 ITK_SUFFIXES: tuple[str, ...] = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -626,24 +627,6 @@ def _blocks(
     return blocks.mean(dim=(1, 3, 5)), blocks.amax(dim=(1, 3, 5)) if peak else None, affine @ block
 
 
-def _gaussian_blur(volume: torch.Tensor, sigmas: Sequence[float]) -> torch.Tensor:
-    """Separable Gaussian filter of (I, J, K) with ``sigmas`` (3,) in voxels, edges replicated."""
-    for axis, sigma in enumerate(sigmas):
-        if sigma < 0.2:  # narrower kernels are within a few % of the identity
-            continue
-        radius = max(1, math.ceil(3 * sigma))
-        taps = torch.arange(-radius, radius + 1, dtype=volume.dtype, device=volume.device)
-        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
-        n = volume.shape[axis]
-        padded = volume.index_select(axis, torch.arange(-radius, n + radius, device=volume.device).clamp(0, n - 1))
-        out = torch.zeros_like(volume)
-        for t in range(2 * radius + 1):
-            out.add_(padded.narrow(axis, t, n), alpha=float(kernel[t]))
-        volume = out
-    return volume
-
-
 def _sample(volume: torch.Tensor, index: torch.Tensor, pad: float) -> torch.Tensor:
     """Trilinear samples of (I, J, K) at continuous voxel indices (..., 3); ``pad`` outside."""
     size = torch.tensor(volume.shape, dtype=index.dtype, device=index.device)
@@ -796,7 +779,8 @@ class CanonicaliseCT(Transform):
         index = world @ inverse[:3, :3].T + inverse[:3, 3]  # (X, Y, Z, 3) voxel indices of the source
         source, start = _crop(source, index, [math.ceil(3 * s) + 1 for s in sigmas])
         index = index - torch.tensor(start, dtype=index.dtype, device=index.device)
-        out = _sample(_gaussian_blur(source, sigmas), index, low).clamp(low, high)
+        sigmas = [sigma if sigma >= 0.2 else 0.0 for sigma in sigmas]  # narrower kernels: within a few % of identity
+        out = _sample(gaussian_blur(source, sigmas), index, low).clamp(low, high)
 
         # 5. the canonical MetaTensor
         meta = {k: v for k, v in ct.meta.items() if k != "affine"}
