@@ -177,7 +177,7 @@ def _arguments(
     return sizes, ops, device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> list[dict]:
+def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> None:
     """Run each ``(function, *args)`` in a fresh process (for its own peak memory), print and save the records."""
     records = []
     context = get_context("spawn")
@@ -191,7 +191,6 @@ def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> list[d
     if json is not None:
         atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=2) + "\n"), overwrite)
         print(f"wrote {json}")
-    return records
 
 
 NETWORK_OPS = ("generator_fwd", "generator_fwd_bwd", "discriminator_fwd", "discriminator_fwd_bwd")

@@ -323,6 +323,15 @@ class BiplanarGeometry:
         return cls(**values)
 
 
+def rotation_matrix(degrees: Sequence[float]) -> np.ndarray:
+    """(3, 3) rotation of successive turns about x, y and z (degrees, right-handed), ``Rz @ Ry @ Rx``."""
+    ax, ay, az = np.radians(np.asarray(degrees, dtype=float))
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
 def _uniform_scale(old: tuple[int, ...], new: tuple[int, ...], name: str) -> float:
     """The common factor old[i] / new[i]; ValueError if the axes disagree."""
     scales = [o / n for o, n in zip(old, new)]

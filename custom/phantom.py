@@ -61,7 +61,7 @@ import torch
 from PIL import Image
 
 from custom.files import atomic_write, refuse_existing
-from custom.geometry import BiplanarGeometry
+from custom.geometry import BiplanarGeometry, rotation_matrix
 from custom.physics import AIR_HU
 
 LABELS = {"background": 0, "soft_tissue": 1, "brain": 2, "bone": 3}  # label map values
@@ -341,15 +341,6 @@ def _pose(rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
     return pose
 
 
-def _rotation(degrees: Sequence[float]) -> np.ndarray:
-    """Rotation matrix of successive turns about x, y and z (degrees)."""
-    ax, ay, az = np.radians(degrees)
-    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
-    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
-    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
-    return rz @ ry @ rx
-
-
 def _vault_coordinates(p: PhantomParameters, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
     """The variant's deformation: head-frame points -> the frame where the vault is an ellipsoid.
 
@@ -420,7 +411,7 @@ def render(parameters: PhantomParameters, geometry: BiplanarGeometry | None = No
     a, b, c = p.skull_semi_axes
     mandible_z, chin = -0.95 * c, -0.95 * c - 12  # mm, the jaw and the bottom of the chin's soft tissue
     # 1. pose: centre the head from vertex to chin on the grid, then rotate and shift it
-    rotation = _rotation(p.rotation_deg)
+    rotation = rotation_matrix(p.rotation_deg)
     translation = np.array(p.shift_mm) + rotation @ np.array([0.0, -0.1 * b, -(c + p.scalp_mm + chin) / 2])
     canvas = _Canvas(geometry, rotation, translation)
     x, y, z = canvas.full
@@ -584,7 +575,8 @@ def generate(
         pose: random head pose. Defaults to True.
         overwrite: replace existing files. Defaults to False (then nothing is written if any exists).
     """
-    from custom.data.simulate import SimulateBiplanarXRay  # the CLI's pictures only; keeps the import light
+    from custom.data.simulate import SimulateBiplanarXRay  # the CLI's pictures and files only: a light import
+    from custom.data.writers import write_ct_nifti
     from custom.preview import montage
 
     if n < 1:
@@ -601,10 +593,10 @@ def generate(
             tick = time.perf_counter()
             phantom = make_phantom(case_seed(seed, i), geometry, age_months=age, variant=variant, pose=pose)
             seconds = time.perf_counter() - tick
-            for suffix, array in ((".nii.gz", phantom.hu.round().short()), ("_labels.nii.gz", phantom.labels)):
-                image = nib.Nifti1Image(array.numpy(), geometry.affine)
-                save = lambda tmp, image=image: nib.save(image, tmp)  # noqa: E731
-                written.append(atomic_write(folder / f"{name}{suffix}", save, overwrite))
+            written.append(write_ct_nifti(folder / f"{name}.nii.gz", phantom.hu, geometry, overwrite))
+            labels = nib.Nifti1Image(phantom.labels.numpy(), geometry.affine)
+            save = lambda tmp, image=labels: nib.save(image, tmp)  # noqa: E731
+            written.append(atomic_write(folder / f"{name}_labels.nii.gz", save, overwrite))
             p = phantom.parameters
             side = f" {p.side}" if p.side else ""
             title = f"{name}: {p.age_months:.1f} months, {p.variant}{side}, seed {p.seed}"

@@ -161,10 +161,10 @@ def split_datalist(
     if len(items) < sum(f > 0 for f in fractions):
         raise ValueError(f"{len(items)} cases cannot be split by {fractions}.")
     bounds = np.cumsum(fractions)[:2]
-    ranked = sorted(items, key=lambda item: _draw(item, seed))
+    draws = sorted(((_draw(item, seed), i) for i, item in enumerate(items)))
     split = {name: [] for name in SPLITS}
-    for item in ranked:
-        split[SPLITS[int(np.searchsorted(bounds, _draw(item, seed), side="right"))]].append(item)
+    for draw, i in draws:
+        split[SPLITS[int(np.searchsorted(bounds, draw, side="right"))]].append(items[i])
     for name, fraction in zip(SPLITS[1:], fractions[1:]):
         if fraction > 0 and not split[name]:  # take the last-drawn case of the largest split
             donor = max((split[other] for other in SPLITS if other != name), key=len)

@@ -7,7 +7,6 @@ and background in a label map.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -17,6 +16,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
+from custom.geometry import rotation_matrix
 from custom.physics import AIR_HU
 
 
@@ -85,16 +85,8 @@ class RandHeadPosed(MapTransform, RandomizableTransform):
 
     def randomize(self, data=None) -> None:
         super().randomize(None)
-        angles = np.radians(self.R.uniform(-1, 1, 3) * self.max_rotation_deg)
+        self._rotation = rotation_matrix(self.R.uniform(-1, 1, 3) * self.max_rotation_deg)
         self._shift = self.R.uniform(-1, 1, 3) * self.max_shift_mm  # mm
-        turns = []
-        for axis, angle in enumerate(angles):
-            turn = np.eye(3)
-            i, j = [k for k in range(3) if k != axis]
-            turn[i, i] = turn[j, j] = math.cos(angle)
-            turn[i, j], turn[j, i] = -math.sin(angle), math.sin(angle)
-            turns.append(turn)
-        self._rotation = turns[2] @ turns[1] @ turns[0]
 
     def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
         d = dict(data)

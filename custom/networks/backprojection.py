@@ -28,28 +28,23 @@ class BackProjectionPrior(nn.Module):
 
 
 class BackProjectionConditioning(nn.Module):
-    """BP-C: lift one encoder level's 2D features of both views into that level's grid and add them in.
+    """BP-C: add one encoder level's back-projected 2D features (both views averaged) to its 3D features.
 
-    The two views' features are back-projected onto the 3D features' grid and averaged, then a
-    convolution (conv3 + norm + act) maps them to the 3D channels and the result is added to the 3D
-    encoder features.
+    The generator back-projects each level's 2D features onto that level's grid once (shared with
+    MV3D-C); this module maps their mean over the views to the 3D channels (conv3 + norm + act) and
+    adds the result to the 3D encoder features.
 
     Args:
-        projector: the geometry's projector (grids and detectors scale with the inputs).
         in_channels: channels of the 2D features.
         out_channels: channels of the 3D features.
         norm_name, act_name: MONAI normalisation and activation names.
 
-    ``forward(features_2d (B, C2, 2, h, w), features_3d (B, C3, x, y, z))`` -> (B, C3, x, y, z).
+    ``forward(lifted (B, C2, x, y, z), features_3d (B, C3, x, y, z))`` -> (B, C3, x, y, z).
     """
 
-    def __init__(
-        self, projector: Projector, in_channels: int, out_channels: int, norm_name: str | tuple, act_name: str | tuple
-    ) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm_name: str | tuple, act_name: str | tuple) -> None:
         super().__init__()
-        self.projector = projector
         self.fuse = conv(3, in_channels, out_channels, norm_name, act_name)
 
-    def forward(self, features_2d: torch.Tensor, features_3d: torch.Tensor) -> torch.Tensor:
-        lifted = self.projector.backproject(features_2d, vol_shape=features_3d.shape[2:])  # (B, C2, x, y, z)
+    def forward(self, lifted: torch.Tensor, features_3d: torch.Tensor) -> torch.Tensor:
         return features_3d + self.fuse(lifted)

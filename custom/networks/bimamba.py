@@ -59,7 +59,6 @@ class BiMambaBlock(nn.Module):
         if not 0.0 <= dropout_rate <= 1.0:
             raise ValueError(f"dropout_rate must be in [0, 1], got {dropout_rate!r}.")
         self.channels = channels
-        self.shared = shared
         self.norm1 = nn.LayerNorm(channels)
         self.mamba = Mamba(channels, d_state=d_state, d_conv=d_conv, expand=expand)
         self.mamba_backward = None if shared else Mamba(channels, d_state=d_state, d_conv=d_conv, expand=expand)

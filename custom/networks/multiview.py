@@ -16,38 +16,32 @@ from torch import nn
 
 from custom.geometry import VIEW_NAMES
 from custom.networks.blocks import UpStage
-from custom.projector import Projector
 
 
 class MultiViewFusion(nn.Module):
     """Per-view decoder streams whose level-wise mean conditions the main decoder.
 
     Args:
-        projector: the geometry's projector.
         channels: channels per level, level 0 (full resolution) first.
         norm_name, act_name: MONAI normalisation and activation names.
 
-    ``forward(seeds (B, C_L, 2, *bottleneck), features_2d [(B, c_k, 2, h_k, w_k) for k])`` ->
-    fused features per decoder level, coarse to fine: ``[(B, c_k, *grid_k) for k = L-1 .. 0]``.
+    ``forward(seeds (B, C_L, 2, *bottleneck), lifted [(B, c_k, 2, *grid_k) for k = 0..L-1])`` -> fused
+    features per decoder level, coarse to fine: ``[(B, c_k, *grid_k) for k = L-1 .. 0]``. ``lifted[k]``
+    holds each view's level-k encoder features back-projected alone onto level k's grid.
     """
 
-    def __init__(
-        self, projector: Projector, channels: Sequence[int], norm_name: str | tuple, act_name: str | tuple
-    ) -> None:
+    def __init__(self, channels: Sequence[int], norm_name: str | tuple, act_name: str | tuple) -> None:
         super().__init__()
-        self.projector = projector
         levels = range(len(channels) - 2, -1, -1)
         self.streams = nn.ModuleList(
             nn.ModuleList(UpStage(channels[k + 1], channels[k], channels[k], norm_name, act_name) for k in levels)
             for _ in VIEW_NAMES
         )
 
-    def forward(self, seeds: torch.Tensor, features_2d: list[torch.Tensor]) -> list[torch.Tensor]:
+    def forward(self, seeds: torch.Tensor, lifted: list[torch.Tensor]) -> list[torch.Tensor]:
         streams = [seeds[:, :, v] for v in range(len(VIEW_NAMES))]
         fused = []
-        for step, k in enumerate(range(len(features_2d) - 2, -1, -1)):
-            grid = [2 * n for n in streams[0].shape[2:]]
-            lifted = self.projector.backproject(features_2d[k], vol_shape=grid, reduction="none")  # (B, c, 2, *grid)
-            streams = [self.streams[v][step](h, [lifted[:, :, v]]) for v, h in enumerate(streams)]
+        for step, k in enumerate(range(len(lifted) - 1, -1, -1)):
+            streams = [self.streams[v][step](h, [lifted[k][:, :, v]]) for v, h in enumerate(streams)]
             fused.append(torch.stack(streams).mean(0))
         return fused

@@ -114,7 +114,7 @@ class PSCTNet(nn.Module):
         self.prior = BackProjectionPrior(self.projector) if bp_input else None
         self.encoder_3d = Encoder(3, 1, channels, norm_name, act_name) if bp_input else None
         self.bp_conditioning = (
-            nn.ModuleList(BackProjectionConditioning(self.projector, c, c, norm_name, act_name) for c in channels[1:])
+            nn.ModuleList(BackProjectionConditioning(c, c, norm_name, act_name) for c in channels[1:])
             if bp_conditioning
             else None
         )
@@ -137,7 +137,11 @@ class PSCTNet(nn.Module):
         self.bimamba = (
             BiMamba3d(bottleneck, bimamba_depth, shared=bimamba_shared, dropout_rate=dropout_rate) if bimamba else None
         )
-        self.multiview = MultiViewFusion(self.projector, channels, norm_name, act_name) if multiview else None
+        self.multiview = MultiViewFusion(channels, norm_name, act_name) if multiview else None
+        self.grids = [tuple(n // 2**k for n in geometry.vol_shape) for k in range(levels + 1)]  # voxels per level
+        bpc_levels = set(range(1, levels + 1)) if bp_conditioning else set()
+        mv_levels = set(range(levels)) if multiview else set()
+        self.lifted_levels = sorted(bpc_levels | mv_levels)  # levels whose 2D features BP-C or MV3D-C lift
         self.decoder = Decoder(channels, bp_input, multiview, norm_name, act_name)
         self.head = nn.Sequential(nn.Conv3d(channels[0], 1, 1), nn.Sigmoid())
 
@@ -145,17 +149,21 @@ class PSCTNet(nn.Module):
         """(B, 2, H, W) views in [0, 1] -> (B, 1, X, Y, Z) CT on the networks' [0, 1] scale."""
         # 1. both views' 2D features at every level
         features_2d = self.encoder_2d(views)  # [(B, c_k, 2, H/2^k, W/2^k)]
+        lifted = {  # each view's features back-projected alone onto its level's grid, once for BP-C and MV3D-C
+            k: self.projector.backproject(features_2d[k], vol_shape=self.grids[k], reduction="none")
+            for k in self.lifted_levels
+        }  # {k: (B, c_k, 2, X/2^k, Y/2^k, Z/2^k)}
         # 2. BP-I prior through the 3D encoder; BP-C adds each level's lifted 2D features before the next stage
         skips = None
         if self.encoder_3d is not None:
             conditioning = None
             if self.bp_conditioning is not None:
-                conditioning = [partial(bpc, f) for bpc, f in zip(self.bp_conditioning, features_2d[1:])]
+                conditioning = [partial(bpc, lifted[k].mean(2)) for k, bpc in enumerate(self.bp_conditioning, 1)]
             skips = self.encoder_3d(self.prior(views), conditioning)  # [(B, c_k, X/2^k, Y/2^k, Z/2^k)]
         # 3. the 2D->3D link at the bottleneck; per-view seeds for MV3D-C
-        lifted = self.link(features_2d[-1])  # AGP: (B, C, x, y, z); FC: (B, C, 2, x, y, z)
-        per_view = lifted if lifted.dim() == 6 else None
-        bottleneck = lifted.mean(2) if per_view is not None else lifted
+        linked = self.link(features_2d[-1])  # AGP: (B, C, x, y, z); FC: (B, C, 2, x, y, z)
+        per_view = linked if linked.dim() == 6 else None
+        bottleneck = linked.mean(2) if per_view is not None else linked
         if self.merge is not None:
             bottleneck = self.merge(torch.cat((bottleneck, skips[-1]), dim=1))
         # 4. BiM-3D over the bottleneck tokens
@@ -169,7 +177,7 @@ class PSCTNet(nn.Module):
                 if per_view is not None
                 else bottleneck.unsqueeze(2).expand(-1, -1, len(VIEW_NAMES), -1, -1, -1)
             )
-            fused = self.multiview(seeds, features_2d)
+            fused = self.multiview(seeds, [lifted[k] for k in range(len(self.grids) - 1)])
         # 6. decoder and head
         return self.head(self.decoder(bottleneck, skips, fused))
 
