@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from custom.data.ct import LoadCT
-from custom.data.writers import write_ct_dicom, write_ct_nifti
+from custom.data.writers import write_bone_stl, write_ct_dicom, write_ct_nifti
 from custom.geometry import BiplanarGeometry
 
 GEOMETRY = BiplanarGeometry(vol_shape=(12, 10, 8), vol_spacing=2.5)
@@ -96,3 +96,35 @@ def test_ill_arg(tmp_path, volume):
     with pytest.raises(ValueError):
         write_ct_dicom(tmp_path / "x", volume, GEOMETRY)
     assert list(tmp_path.iterdir()) == []
+
+
+def _read_stl(path) -> tuple[bytes, np.ndarray, np.ndarray]:
+    data = path.read_bytes()
+    count = int(np.frombuffer(data, np.uint32, 1, 80)[0])
+    records = np.frombuffer(data, [("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")], count, 84)
+    assert len(data) == 84 + 50 * count
+    return data[:80], records["normal"], records["corners"]
+
+
+def test_bone_stl_is_a_closed_outward_surface_in_lps(tmp_path):
+    geometry = BiplanarGeometry(vol_shape=(48,) * 3, vol_spacing=1.0)
+    centre = np.array([6.0, -4.0, 3.0])  # RAS mm: right, posterior, superior of the isocentre
+    x, y, z = torch.meshgrid(*geometry.voxel_coordinates(torch.float64), indexing="ij")
+    inside = (x - centre[0]) ** 2 + (y - centre[1]) ** 2 + (z - centre[2]) ** 2 < 12.0**2
+    hu = torch.where(inside, 1000.0, -1000.0)
+    path = write_bone_stl(tmp_path / "bone.stl", hu, geometry, level_hu=300)
+    header, normals, corners = _read_stl(path)
+    assert b"SPACE=LPS" in header and len(corners) > 500
+    lps_centre = centre * [-1, -1, 1]
+    radii = np.linalg.norm(corners.reshape(-1, 3) - lps_centre, axis=1)
+    assert abs(radii.mean() - 12.0) < 1.0  # the sphere, where it is, in LPS
+    a, b, c = corners[:, 0].astype(np.float64), corners[:, 1], corners[:, 2]
+    volume = np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6
+    assert volume == pytest.approx(4 / 3 * np.pi * 12.0**3, rel=0.1)  # closed, and wound outward
+    outward = np.einsum("ij,ij->i", normals, corners.mean(1) - lps_centre)
+    assert (outward > 0).mean() > 0.95
+    with pytest.raises(FileExistsError):
+        write_bone_stl(path, hu, geometry)
+    with pytest.raises(ValueError, match="no voxel above"):
+        write_bone_stl(tmp_path / "none.stl", torch.full_like(hu, -1000.0), geometry)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bone.stl"]

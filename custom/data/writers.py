@@ -9,6 +9,10 @@ anterior -> posterior, columns the patient's right -> left (ImageOrientationPati
 ``k`` at the grid's ``z_k``; CT Image Storage with fresh UIDs, Modality CT, RescaleSlope 1 and
 RescaleIntercept 0 (stored values are HU). The series goes to a temporary folder beside the target
 and is moved into place when every slice is written.
+
+Bone surface: the iso-surface at a HU level (marching cubes, ITK's ``BinaryMask3DMeshSource``) as a
+binary STL in LPS millimetres (the DICOM frame, which 3D Slicer assumes for STL; the header says
+``SPACE=LPS``), triangles wound with outward normals.
 """
 
 from __future__ import annotations
@@ -159,4 +163,69 @@ def _slice_dataset(
     return ds
 
 
-__all__ = ["write_ct_dicom", "write_ct_nifti"]
+def bone_surface(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, level_hu: float = 300.0) -> np.ndarray:
+    """Triangles of the surface around voxels above ``level_hu`` (marching cubes), LPS mm: (T, 3, 3).
+
+    The grid is padded with one empty voxel so the surface closes where bone touches the border.
+
+    Raises:
+        ValueError: no voxel above the level, or a CT not on the geometry's grid.
+    """
+    import itk  # heavy; only surfaces need it
+
+    mask = np.pad(_int16_hu(hu, geometry) > level_hu, 1).astype(np.uint8)  # (X + 2, Y + 2, Z + 2)
+    if not mask.any():
+        raise ValueError(f"no voxel above {level_hu} HU: there is no bone surface to write.")
+    # 1. marching cubes on the mask, in ITK's (i, j, k) = (x, y, z) voxel indices
+    image = itk.image_from_array(np.ascontiguousarray(mask.transpose(2, 1, 0)))
+    mesher = itk.BinaryMask3DMeshSource[type(image), itk.Mesh[itk.F, 3]].New(Input=image, ObjectValue=1)
+    mesher.Update()
+    mesh = mesher.GetOutput()
+    points = itk.array_from_vector_container(mesh.GetPoints()).astype(np.float64) - 1  # unpadded indices
+    cells = itk.array_from_vector_container(mesh.GetCellsArray()).reshape(-1, 5)  # (type, 3, a, b, c)
+    # 2. voxel indices -> RAS mm -> LPS mm
+    world = points @ geometry.affine[:3, :3].T + geometry.affine[:3, 3]
+    triangles = (world * [-1.0, -1.0, 1.0])[cells[:, 2:]]  # (T, 3 corners, 3)
+    # 3. outward normals: flip the winding if the enclosed volume comes out negative
+    if _signed_volume(triangles) < 0:
+        triangles = triangles[:, ::-1]
+    return triangles
+
+
+def _signed_volume(triangles: np.ndarray) -> float:
+    """Volume enclosed by a closed triangle mesh (positive when the normals point outward), mm^3."""
+    a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+    return float(np.einsum("ij,ij->i", a, np.cross(b, c)).sum() / 6)
+
+
+def write_bone_stl(
+    path: str | os.PathLike,
+    hu: torch.Tensor | np.ndarray,
+    geometry: BiplanarGeometry,
+    level_hu: float = 300.0,
+    overwrite: bool = False,
+) -> Path:
+    """Write the bone surface at ``level_hu`` (HU) of a CT on the geometry's grid as a binary STL (LPS mm).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: no bone at the level, or a CT not on the grid.
+    """
+    refuse_existing([path], overwrite)
+    triangles = bone_surface(hu, geometry, level_hu).astype(np.float32)
+    normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(min=1e-12)
+    records = np.zeros(len(triangles), dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+    records["normal"], records["corners"] = normals, triangles
+    header = f"psctnet-bundle bone surface at {level_hu:g} HU SPACE=LPS".encode().ljust(80, b" ")[:80]
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            handle.write(header)
+            handle.write(np.uint32(len(records)).tobytes())
+            handle.write(records.tobytes())
+
+    return atomic_write(path, write, overwrite)
+
+
+__all__ = ["bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti"]
