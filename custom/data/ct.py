@@ -627,13 +627,24 @@ def _blocks(
     return blocks.mean(dim=(1, 3, 5)), blocks.amax(dim=(1, 3, 5)) if peak else None, affine @ block
 
 
-def _sample(volume: torch.Tensor, index: torch.Tensor, pad: float) -> torch.Tensor:
-    """Trilinear samples of (I, J, K) at continuous voxel indices (..., 3); ``pad`` outside."""
-    size = torch.tensor(volume.shape, dtype=index.dtype, device=index.device)
+def sample_voxels(volume: torch.Tensor, index: torch.Tensor, pad: float, mode: str = "bilinear") -> torch.Tensor:
+    """Samples of (C, I, J, K) at continuous voxel indices (..., 3); ``pad`` outside the volume.
+
+    Args:
+        volume: (C, I, J, K) values.
+        index: (..., 3) voxel indices (i, j, k), voxel centres at integers.
+        pad: the value outside.
+        mode: ``bilinear`` (trilinear) or ``nearest``.
+
+    Returns:
+        (C, ...) samples in ``volume``'s dtype.
+    """
+    size = torch.tensor(volume.shape[1:], dtype=index.dtype, device=index.device)
     grid = 2 * index / (size - 1).clamp(min=1) - 1  # align_corners=True: -1 and 1 are the edge voxel centres
-    shifted = (volume - pad)[None, None]  # zero padding of the shifted volume pads with ``pad``
-    out = F.grid_sample(shifted, grid.flip(-1)[None].to(volume.dtype), mode="bilinear", align_corners=True)
-    return out[0, 0] + pad
+    shifted = (volume.float() - pad)[None]  # zero padding of the shifted volume pads with ``pad``
+    grid = grid.flip(-1).reshape(1, -1, 1, 1, 3).float()  # grid_sample orders axes k, j, i
+    out = F.grid_sample(shifted, grid, mode=mode, padding_mode="zeros", align_corners=True)
+    return (out[0].reshape(volume.shape[0], *index.shape[:-1]) + pad).to(volume.dtype)
 
 
 def _crop(volume: torch.Tensor, index: torch.Tensor, margins: Sequence[int]) -> tuple[torch.Tensor, list[int]]:
@@ -780,7 +791,7 @@ class CanonicaliseCT(Transform):
         source, start = _crop(source, index, [math.ceil(3 * s) + 1 for s in sigmas])
         index = index - torch.tensor(start, dtype=index.dtype, device=index.device)
         sigmas = [sigma if sigma >= 0.2 else 0.0 for sigma in sigmas]  # narrower kernels: within a few % of identity
-        out = _sample(gaussian_blur(source, sigmas), index, low).clamp(low, high)
+        out = sample_voxels(gaussian_blur(source, sigmas)[None], index, low)[0].clamp(low, high)
 
         # 5. the canonical MetaTensor
         meta = {k: v for k, v in ct.meta.items() if k != "affine"}

@@ -30,7 +30,7 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
-from custom.data.ct import ITK_SUFFIXES, NIFTI_SUFFIXES
+from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from custom.files import has_dicom_marker
 from custom.geometry import BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
@@ -61,7 +61,7 @@ def _is_dicom_image(path: Path) -> bool:
     """A DICOM file by name or marker, other than a DICOMDIR (the index of an export)."""
     if path.name.upper() == "DICOMDIR":
         return False
-    return path.suffix.lower() in (".dcm", ".ima") or has_dicom_marker(path)
+    return path.suffix.lower() in DICOM_SUFFIXES[:-1] or has_dicom_marker(path)  # not "": any name
 
 
 def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:

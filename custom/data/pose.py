@@ -11,11 +11,11 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform
 
+from custom.data.ct import sample_voxels
 from custom.geometry import rotation_matrix
 from custom.physics import AIR_HU
 
@@ -32,22 +32,14 @@ def rigid_motion(
         mode: ``bilinear`` (trilinear) or ``nearest``.
         padding: the value of voxels moved in from outside.
     """
-    # 1. output voxel -> input voxel, in align_corners-normalised coordinates (x, y, z):
-    #    in = R^T (out - centre - shift) + centre
-    half = (torch.tensor(volume.shape[1:], dtype=torch.float64) - 1) / 2
-    inverse = torch.from_numpy(np.asarray(rotation, dtype=np.float64).T)
-    theta = torch.cat(
-        (
-            torch.diag(1 / half) @ inverse @ torch.diag(half),
-            (-(inverse @ torch.tensor(shift_voxels, dtype=torch.float64)) / half)[:, None],
-        ),
-        dim=1,
-    )
-    theta = torch.cat((theta[:, :3].flip(0, 1), theta[:, 3:].flip(0)), dim=1)  # grid_sample orders axes z, y, x
-    grid = F.affine_grid(theta[None].float(), [1, 1, *volume.shape[1:]], align_corners=True)
-    # 2. sample what lies above the padding value, so voxels from outside the grid become ``padding``
-    moved = F.grid_sample((volume.float() - padding)[None], grid, mode=mode, padding_mode="zeros", align_corners=True)
-    return (moved[0] + padding).to(volume.dtype)
+    # 1. the input voxel each output voxel comes from: in = R^T (out - centre - shift) + centre
+    axes = [torch.arange(n, dtype=torch.float64) for n in volume.shape[1:]]
+    out = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3)
+    centre = (torch.tensor(volume.shape[1:], dtype=torch.float64) - 1) / 2
+    shift = torch.as_tensor(np.asarray(shift_voxels, dtype=np.float64))
+    index = (out - centre - shift) @ torch.from_numpy(np.asarray(rotation, dtype=np.float64)) + centre
+    # 2. sample there, with the padding value outside the grid
+    return sample_voxels(volume, index, padding, mode)
 
 
 class RandHeadPosed(MapTransform, RandomizableTransform):
