@@ -18,6 +18,7 @@ from custom.data.datasets import (
     load_datalist,
     phantom_datalist,
     split_datalist,
+    xray_datalist,
 )
 from custom.data.pose import RandHeadPosed
 from custom.data.simulate import SimulateBiplanarXRayd, XRayAugmentation
@@ -156,3 +157,35 @@ def test_a_ct_folder_becomes_training_pairs(tmp_path):
     assert case["ct"].shape == (1, 64, 64, 64) and np.allclose(case["ct"].affine.numpy(), geometry.affine)
     correlation = np.corrcoef(case["image"].flatten().numpy(), reference.flatten().numpy())[0, 1]
     assert correlation > 0.97  # the same radiographs, up to resolution and centring
+
+
+def test_xray_pairs_from_files_are_named_after_the_frontal_file(tmp_path):
+    (item,) = xray_datalist(frontal=tmp_path / "child_07_PA.dcm", lateral=tmp_path / "child_07_lat.dcm")
+    assert item == {
+        "case": "child_07",
+        "frontal": str(tmp_path / "child_07_PA.dcm"),
+        "lateral": str(tmp_path / "child_07_lat.dcm"),
+    }
+    (named,) = xray_datalist(frontal="a.png", lateral="b.png", case="mine")
+    assert named["case"] == "mine"
+
+
+def test_xray_datalist_resolves_paths_and_uses_the_test_section(tmp_path):
+    (tmp_path / "list.json").write_text(json.dumps({"test": [{"frontal": "x/f.png", "lateral": "x/l.png"}]}))
+    (item,) = xray_datalist(tmp_path / "list.json")
+    assert item == {"case": "f", "frontal": str(tmp_path / "x/f.png"), "lateral": str(tmp_path / "x/l.png")}
+    (tmp_path / "train.json").write_text(json.dumps({"training": [{"frontal": "f.png", "lateral": "l.png"}]}))
+    with pytest.raises(ValueError, match="no 'test' section"):
+        xray_datalist(tmp_path / "train.json")
+
+
+def test_xray_datalist_refuses_missing_and_identical_views(tmp_path):
+    with pytest.raises(ValueError, match="has no lateral X-ray"):
+        xray_datalist(frontal="f.png")
+    (tmp_path / "list.json").write_text(json.dumps([{"case": "c", "lateral": "l.png"}]))
+    with pytest.raises(ValueError, match="'c' has no frontal X-ray"):
+        xray_datalist(tmp_path / "list.json")
+    with pytest.raises(ValueError, match="same file for both views"):
+        xray_datalist(frontal=tmp_path / "f.png", lateral=tmp_path / "./f.png")
+    with pytest.raises(ValueError, match="give a datalist"):
+        xray_datalist()

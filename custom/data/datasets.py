@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,12 @@ from monai.transforms import MapTransform
 
 from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from custom.files import has_dicom_marker
-from custom.geometry import BiplanarGeometry
+from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
 
 SPLITS = ("train", "val", "test")
 _SECTIONS = {"train": "training", "val": "validation", "test": "test"}  # MONAI datalist section names
+VIEW_TAG = re.compile(r"[_-](frontal|pa|ap|lateral|lat)$", re.IGNORECASE)  # a view named at the end of a file stem
 PATH_KEYS = ("ct", "labels", "frontal", "lateral")  # item keys holding file paths
 
 
@@ -92,11 +94,22 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     return sorted(items, key=lambda item: item["case"])
 
 
+def _default_case(item: dict[str, Any]) -> str:
+    """The name of an item without ``case``: its CT path as written, else its frontal X-ray's file name
+    without suffixes and view tag (``sample_frontal.png`` -> ``sample``), else its content; all stable
+    when the datalist and its data move."""
+    if isinstance(item.get("ct"), str):
+        return item["ct"]
+    if isinstance(item.get("frontal"), str):
+        return VIEW_TAG.sub("", Path(item["frontal"]).name.split(".")[0]) or "case"
+    return json.dumps(item, sort_keys=True)
+
+
 def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | list[dict[str, Any]]:
     """A MONAI-style JSON datalist, with relative paths made absolute against the file's folder.
 
-    Items without a ``case`` name get their ``ct`` path as written (or their content), so splits do not
-    change when the datalist and its data move.
+    Items without a ``case`` name get one from :func:`_default_case`, so splits do not change when the
+    datalist and its data move.
 
     Returns the sections as ``{"train": ..., "val": ..., "test": ...}`` (those present) when the file
     has ``training`` / ``validation`` / ``test`` sections, else the plain list.
@@ -116,7 +129,7 @@ def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | 
             raise ValueError(f"{path}: a datalist section must be a list of objects.")
         return [
             {
-                "case": item.get("case", item.get("ct", json.dumps(item, sort_keys=True))),  # as written: stable
+                "case": item.get("case", _default_case(item)),
                 **{k: str(base / v) if k in PATH_KEYS and isinstance(v, str) else v for k, v in item.items()},
             }
             for item in items
@@ -210,6 +223,48 @@ def load_datalist(
     return list(items) if split is None else split_datalist(items, fractions, seed)[split]
 
 
+def xray_datalist(
+    datalist: str | os.PathLike | None = None,
+    frontal: str | os.PathLike | None = None,
+    lateral: str | os.PathLike | None = None,
+    case: str | None = None,
+) -> list[dict[str, Any]]:
+    """The cases to reconstruct: ``{"case", "frontal", "lateral"}`` items, from a datalist or one pair.
+
+    Args:
+        datalist: a JSON datalist whose items name a ``frontal`` and a ``lateral`` X-ray file (relative
+            paths are against the file's folder); with sections, the ``test`` section is used.
+        frontal, lateral: one case's two files, used when ``datalist`` is None.
+        case: that case's name. Defaults to the frontal file's name without suffixes.
+
+    Raises:
+        ValueError: no input, a case without both views, or both views naming the same file.
+    """
+    if datalist is not None:
+        items = json_datalist(datalist)
+        if isinstance(items, dict):
+            if "test" not in items:
+                raise ValueError(f"{datalist} has no 'test' section of X-ray pairs (it has {sorted(items)}).")
+            items = items["test"]
+    elif frontal is not None or lateral is not None:
+        item = {
+            "frontal": None if frontal is None else str(frontal),
+            "lateral": None if lateral is None else str(lateral),
+        }
+        items = [{"case": case if case is not None else _default_case(item), **item}]
+    else:
+        raise ValueError("give a datalist of X-ray pairs, or a frontal and a lateral X-ray file.")
+    for item in items:
+        missing = [view for view in VIEW_NAMES if not item.get(view)]
+        if missing:
+            raise ValueError(
+                f"case {item.get('case')!r} has no {' and no '.join(missing)} X-ray; both views are needed."
+            )
+        if Path(item["frontal"]).resolve() == Path(item["lateral"]).resolve():
+            raise ValueError(f"case {item['case']!r} names the same file for both views: {item['frontal']}.")
+    return items
+
+
 class MakePhantomd(MapTransform):
     """Render the phantom of each item's seed: adds the CT (HU), its labels and its parameters.
 
@@ -260,5 +315,6 @@ __all__ = [
     "json_datalist",
     "load_datalist",
     "phantom_datalist",
+    "xray_datalist",
     "split_datalist",
 ]

@@ -163,19 +163,24 @@ def _slice_dataset(
     return ds
 
 
+class NoBoneError(ValueError):
+    """The CT has no voxel above the bone level, so there is no surface."""
+
+
 def bone_surface(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, level_hu: float = 300.0) -> np.ndarray:
     """Triangles of the surface around voxels above ``level_hu`` (marching cubes), LPS mm: (T, 3, 3).
 
     The grid is padded with one empty voxel so the surface closes where bone touches the border.
 
     Raises:
-        ValueError: no voxel above the level, or a CT not on the geometry's grid.
+        NoBoneError: no voxel above the level (a ValueError).
+        ValueError: a CT not on the geometry's grid.
     """
     import itk  # heavy; only surfaces need it
 
     mask = np.pad(_int16_hu(hu, geometry) > level_hu, 1).astype(np.uint8)  # (X + 2, Y + 2, Z + 2)
     if not mask.any():
-        raise ValueError(f"no voxel above {level_hu} HU: there is no bone surface to write.")
+        raise NoBoneError(f"no voxel above {level_hu} HU: there is no bone surface to write.")
     # 1. marching cubes on the mask, in ITK's (i, j, k) = (x, y, z) voxel indices
     image = itk.image_from_array(np.ascontiguousarray(mask.transpose(2, 1, 0)))
     mesher = itk.BinaryMask3DMeshSource[type(image), itk.Mesh[itk.F, 3]].New(Input=image, ObjectValue=1)
@@ -228,4 +233,4 @@ def write_bone_stl(
     return atomic_write(path, write, overwrite)
 
 
-__all__ = ["bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti"]
+__all__ = ["NoBoneError", "bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti"]

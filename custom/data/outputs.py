@@ -1,0 +1,124 @@
+"""What inference leaves on disk for each case: the CT in HU, optional DICOM series and bone mesh, a preview.
+
+:class:`SaveReconstructiond` is the last post-processing transform of the bundle's inference. For a
+case named ``<case>`` it writes, in ``output_dir``:
+
+- ``<case>.nii.gz``: the CT in HU, int16, with the CT grid's affine and spacing (never an X-ray's);
+- ``<case>_dicom/`` (``dicom=True``): the same CT as an axial DICOM series;
+- ``<case>_bone.stl`` (``stl=True``): the bone surface at ``bone_hu`` (skipped with a warning when
+  the CT has no voxel above it);
+- ``<case>.png`` (``preview=True``): central CT slices next to the two input X-rays.
+
+A case's outputs are checked before the first is written, so a refusal to overwrite writes nothing,
+and each file is written atomically (see :mod:`custom.files`). Case names are made file-safe by
+:func:`safe_case_id`, so no name can reach outside ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Hashable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from monai.transforms import MapTransform
+
+from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti
+from custom.files import atomic_write, refuse_existing
+from custom.geometry import BiplanarGeometry
+from custom.physics import network_to_hu
+from custom.preview import montage
+
+MAX_CASE_ID_LENGTH = 120
+
+
+def safe_case_id(case: Any) -> str:
+    """A file-name-safe case id: letters, digits, ``.``, ``_`` and ``-`` kept, anything else as ``_``.
+
+    Path separators and ``..`` cannot survive, and leading or trailing ``.``, ``_`` and ``-`` are
+    dropped, so ``output_dir / case`` stays inside ``output_dir`` and is not hidden or taken for an
+    option. Raises ValueError for a name with no usable character.
+    """
+    text = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", str(case))).strip("._-")[:MAX_CASE_ID_LENGTH]
+    if not text:
+        raise ValueError(f"case id {case!r} has no character usable in a file name.")
+    return text
+
+
+class SaveReconstructiond(MapTransform):
+    """Write each reconstructed CT of a post-processed item (see the module docstring for the files).
+
+    Args:
+        geometry: the CT grid the network predicts on.
+        output_dir: the folder for every case's files (created).
+        keys: the prediction's key: (1, X, Y, Z) on the networks' [0, 1] scale. Defaults to ``pred``.
+        image_key: the input views (2, H, W) shown in the preview. Defaults to ``image``.
+        case_key: the case name. Defaults to ``case``.
+        dicom: also write a DICOM series. Defaults to False.
+        stl: also write the bone surface mesh. Defaults to False.
+        bone_hu: the bone surface level, HU. Defaults to 300.
+        preview: also write a PNG preview. Defaults to True.
+        overwrite: replace a case's existing outputs. Defaults to False (FileExistsError, nothing written).
+        output_key: where the written paths go in the item (a list of str). Defaults to ``outputs``.
+    """
+
+    def __init__(
+        self,
+        geometry: BiplanarGeometry,
+        output_dir: str | os.PathLike,
+        keys: Hashable = "pred",
+        image_key: Hashable = "image",
+        case_key: Hashable = "case",
+        dicom: bool = False,
+        stl: bool = False,
+        bone_hu: float = 300.0,  # HU
+        preview: bool = True,
+        overwrite: bool = False,
+        output_key: Hashable = "outputs",
+    ) -> None:
+        super().__init__(keys)
+        self.geometry, self.output_dir = geometry, Path(output_dir)
+        self.image_key, self.case_key, self.output_key = image_key, case_key, output_key
+        self.dicom, self.stl, self.bone_hu, self.preview = dicom, stl, bone_hu, preview
+        self.overwrite = overwrite
+
+    def paths(self, case: Any) -> dict[str, Path]:
+        """The files a case named ``case`` writes, by kind."""
+        stem = safe_case_id(case)
+        wanted = {"nifti": True, "dicom": self.dicom, "stl": self.stl, "preview": self.preview}
+        names = {
+            "nifti": f"{stem}.nii.gz",
+            "dicom": f"{stem}_dicom",
+            "stl": f"{stem}_bone.stl",
+            "preview": f"{stem}.png",
+        }
+        return {kind: self.output_dir / names[kind] for kind, on in wanted.items() if on}
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        (key,) = self.key_iterator(d)
+        hu = network_to_hu(torch.as_tensor(d[key]).detach().float().cpu())  # (1, X, Y, Z) HU
+        case = d[self.case_key]
+        paths = self.paths(case)
+        refuse_existing(paths.values(), self.overwrite)
+        write_ct_nifti(paths["nifti"], hu, self.geometry, self.overwrite)
+        if "dicom" in paths:
+            write_ct_dicom(paths["dicom"], hu, self.geometry, self.overwrite, patient_id=safe_case_id(case))
+        if "stl" in paths:
+            try:
+                write_bone_stl(paths["stl"], hu, self.geometry, self.bone_hu, self.overwrite)
+            except NoBoneError as error:  # a valid reconstruction without bone: say so, keep the rest
+                warnings.warn(f"{case}: no bone surface written: {error}", stacklevel=2)
+                del paths["stl"]
+        if "preview" in paths:
+            views = torch.as_tensor(d[self.image_key]).detach().cpu()
+            picture = montage(hu, views, title=f"{case}: reconstruction from the two X-rays")
+            atomic_write(paths["preview"], lambda tmp: picture.save(tmp, format="PNG"), self.overwrite)
+        d[self.output_key] = [str(p) for p in paths.values()]
+        return d
+
+
+__all__ = ["MAX_CASE_ID_LENGTH", "SaveReconstructiond", "safe_case_id"]

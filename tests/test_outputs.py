@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from custom.data.outputs import SaveReconstructiond, safe_case_id
+from custom.geometry import BiplanarGeometry
+from custom.physics import hu_to_network
+
+GEOMETRY = BiplanarGeometry(vol_shape=(16, 20, 24), vol_spacing=8.0, det_shape=(16, 16), det_spacing=10.0)
+
+
+def _item(case="case 1", bone=True):
+    hu = torch.full((1, *GEOMETRY.vol_shape), -1000.0)
+    if bone:
+        hu[:, 4:12, 5:15, 6:18] = 1200.0
+    return {"pred": hu_to_network(hu), "image": torch.rand(2, 16, 16), "case": case}
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("a\\b:c", "a_b_c"),
+        (".hidden", "hidden"),
+        ("-rf", "rf"),
+        ("p-1.2_x", "p-1.2_x"),
+    ],
+)
+def test_case_ids_cannot_leave_the_output_folder(case, expected):
+    assert safe_case_id(case) == expected
+
+
+def test_a_case_id_without_usable_characters_is_refused():
+    with pytest.raises(ValueError, match="no character usable"):
+        safe_case_id("../..")
+
+
+def test_writes_the_ct_in_hu_on_the_grid_with_its_affine(tmp_path):
+    out = SaveReconstructiond(GEOMETRY, tmp_path)(_item())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_1.nii.gz", "case_1.png"]
+    assert out["outputs"] == [str(tmp_path / "case_1.nii.gz"), str(tmp_path / "case_1.png")]
+    image = nib.load(tmp_path / "case_1.nii.gz")
+    assert image.get_data_dtype() == np.int16 and np.allclose(image.affine, GEOMETRY.affine)
+    hu = np.asanyarray(image.dataobj)
+    assert hu.max() == 1200 and hu.min() == -1000
+
+
+def test_refuses_to_overwrite_before_writing_anything(tmp_path):
+    (tmp_path / "case_1.png").write_bytes(b"keep")
+    with pytest.raises(FileExistsError, match="case_1.png"):
+        SaveReconstructiond(GEOMETRY, tmp_path, dicom=True)(_item())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case_1.png"]
+    assert (tmp_path / "case_1.png").read_bytes() == b"keep"
+    SaveReconstructiond(GEOMETRY, tmp_path, overwrite=True)(_item())
+    assert (tmp_path / "case_1.png").read_bytes() != b"keep"
+
+
+def test_a_ct_without_bone_skips_the_mesh_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="no bone surface"):
+        out = SaveReconstructiond(GEOMETRY, tmp_path, stl=True, preview=False)(_item(bone=False))
+    assert [p.name for p in tmp_path.iterdir()] == ["case_1.nii.gz"] and out["outputs"] == [
+        str(tmp_path / "case_1.nii.gz")
+    ]
