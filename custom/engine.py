@@ -13,8 +13,11 @@ seeds, and the generators of the random transforms that run in this process.
 
 from __future__ import annotations
 
+import os
 import random
+import re
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +44,33 @@ def linear_decay_schedule(optimizer: torch.optim.Optimizer, constant_epochs: int
         return 1.0 - max(0, epoch - constant_epochs + 1) / (decay_epochs + 1)
 
     return LambdaLR(optimizer, factor)
+
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")  # MONAI CheckpointSaver's epoch-level names
+
+
+def checkpoint_to_resume(folder: str | os.PathLike, resume: bool) -> str | None:
+    """The full checkpoint a training run starts from: the latest in ``folder`` when resuming, else None.
+
+    A new run never silently replaces an earlier run's checkpoints (MONAI's saver would delete them).
+
+    Raises:
+        FileNotFoundError: ``resume`` and ``folder`` holds no ``checkpoint_epoch=N.pt``.
+        FileExistsError: not ``resume`` but ``folder`` holds checkpoints.
+    """
+    found = sorted(
+        (int(match.group(1)), path)
+        for path in Path(folder).glob("checkpoint_epoch=*.pt")
+        if (match := CHECKPOINT_PATTERN.search(path.name))
+    )
+    if resume and not found:
+        raise FileNotFoundError(f"nothing to resume: {folder} holds no checkpoint_epoch=N.pt.")
+    if found and not resume:
+        raise FileExistsError(
+            f"{folder} holds the checkpoints of an earlier run ({found[-1][1].name}); resume it with "
+            "--resume true, or choose another --output_dir (or remove them) to start afresh."
+        )
+    return str(found[-1][1]) if found else None
 
 
 def _randomizables(transform: Any) -> list[Randomizable]:
@@ -179,7 +209,7 @@ class PairedGanTrainer(Trainer):
         autocast = torch.autocast(device.type, enabled=self.amp)
         # 1. generate; the discriminator's condition is the views' BP-I prior
         prior = None
-        if getattr(self.discriminator, "conditioned", False):
+        if getattr(getattr(self.discriminator, "module", self.discriminator), "conditioned", False):  # DDP or not
             prior = self.loss_function.projection.projector.backproject(views)
         with autocast:
             fake = self.network(views)
@@ -206,4 +236,4 @@ class PairedGanTrainer(Trainer):
         }
 
 
-__all__ = ["PairedGanTrainer", "RandomState", "linear_decay_schedule"]
+__all__ = ["CHECKPOINT_PATTERN", "PairedGanTrainer", "RandomState", "checkpoint_to_resume", "linear_decay_schedule"]
