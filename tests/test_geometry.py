@@ -98,12 +98,14 @@ def test_dict_round_trip_through_json():
     assert hash(BiplanarGeometry.from_dict(json.loads(text))) == hash(g)
 
 
-def test_bundle_config_instantiates_the_documented_default_geometry():
-    monai_bundle = pytest.importorskip("monai.bundle")
-    parser = monai_bundle.ConfigParser()
-    parser.read_config(CONFIGS / "geometry.json")
+@pytest.mark.parametrize("config", ["train.json", "inference.json"])
+def test_bundle_configs_instantiate_the_documented_default_geometry(config):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(CONFIGS / config)
     assert parser.get_parsed_content("geometry") == BiplanarGeometry()
-    assert parser.get_parsed_content("projector").geometry == BiplanarGeometry()
+    assert parser.get_parsed_content("network_def").projector.geometry == BiplanarGeometry()
 
 
 @pytest.mark.parametrize(
