@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.engines import Trainer
+from monai.engines import IterationEvents, Trainer
 from monai.transforms import Compose, Randomizable
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -148,7 +148,9 @@ class PairedGanTrainer(Trainer):
             :class:`~monai.engines.Trainer` (``handlers`` there).
 
     Each iteration's output: ``image``, ``label`` (the target), ``pred`` (detached) and the floats
-    ``loss`` (generator total), ``d_loss``, ``adv``, ``rec``, ``proj``. With ``amp``, checkpoint
+    ``loss`` (generator total), ``d_loss``, ``adv``, ``rec``, ``proj``; with ``decollate``, a list of
+    one such dict per case with the floats repeated (what MONAI handlers' ``from_engine(...,
+    first=True)`` expects, e.g. ``--tracking mlflow``). With ``amp``, checkpoint
     ``g_scaler`` and ``d_scaler`` too for an exact resume.
     """
 
@@ -227,13 +229,15 @@ class PairedGanTrainer(Trainer):
         terms = self.loss_function(fake.float(), target.float(), logits)  # float32: projections sum many voxels
         self._step(terms["loss"], self.optimizer, self.g_scaler)
         self.discriminator.zero_grad(set_to_none=True)  # the generator step left gradients there
-        return {
+        engine.state.output = {
             "image": views,
             "label": target,
             "pred": fake.detach(),
             "d_loss": d_loss.item(),
             **{name: value.item() for name, value in terms.items()},
         }
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)  # MONAI's decollation and post-processing run here
+        return engine.state.output
 
 
 __all__ = ["CHECKPOINT_PATTERN", "PairedGanTrainer", "RandomState", "checkpoint_to_resume", "linear_decay_schedule"]

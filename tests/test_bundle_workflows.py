@@ -188,3 +188,11 @@ def test_training_and_inference_define_the_same_geometry_and_network():
         BiplanarGeometry.from_dict({k: v for k, v in inference["geometry"].items() if k != "_target_"})
         == BiplanarGeometry()
     )
+
+
+def test_tracking_with_mlflow_logs_losses_and_validation_metrics(tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason="the optional [mlflow] extra is not installed")
+    train(tmp_path, "--epochs", "1", "--tracking", "mlflow")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert {"train_loss", "val_psnr_3d", "val_bone_dice"} <= run.data.metrics.keys()
