@@ -196,3 +196,18 @@ def test_tracking_with_mlflow_logs_losses_and_validation_metrics(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'eval' / 'mlruns.db'}")
     (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert {"train_loss", "val_psnr_3d", "val_bone_dice"} <= run.data.metrics.keys()
+
+
+def test_evaluation_runs_on_real_ct_scans(tmp_path, tiny_weights):
+    shared = ROOT.parent / "shared" / "data"
+    scans = [shared / "ct" / "skull_phantom_bone_1mm.nii.gz", shared / "dicom" / "skull_phantom_series"]
+    if not all(p.exists() for p in scans):
+        pytest.skip(f"the real scans in {shared} are absent")
+    datalist = tmp_path / "real.json"
+    datalist.write_text(json.dumps({"test": [{"case": p.name, "ct": str(p)} for p in scans]}))
+    configs = json.dumps([TRAIN, str(CONFIGS / "evaluate.json")])
+    folders = ["--output_dir", str(tmp_path / "eval"), "--ckpt_path", str(tiny_weights)]
+    bundle("run", "evaluate", "--config_file", configs, *folders, *TINY_TRAINING, "--dataset_dir", str(datalist))
+    rows = (tmp_path / "eval" / "evaluation" / "metrics.csv").read_text().splitlines()[1:]
+    assert sorted(row.split(",")[0] for row in rows) == sorted(p.name for p in scans)
+    assert all(0 < float(row.split(",")[3]) < 3072 for row in rows)  # MAE in HU

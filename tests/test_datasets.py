@@ -87,6 +87,7 @@ def test_json_datalist_sections_and_relative_paths(tmp_path):
     train = {"case": "a.nii.gz", "ct": str(tmp_path / "a.nii.gz"), "age": 3}
     assert sections == {"train": [train], "test": [{"case": "/abs/b.nii", "ct": "/abs/b.nii"}]}
     assert load_datalist(path, "test") == sections["test"] and len(load_datalist(path, None)) == 2
+    assert load_datalist(path, "all") == load_datalist(path, None)
     # without sections the cases are split, the same way wherever the datalist lives
     cases = json.dumps([{"ct": f"{i}.nii"} for i in range(20)])
     splits = []

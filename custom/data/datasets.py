@@ -196,7 +196,7 @@ def load_datalist(
 
     Args:
         source: ``"phantom"``, a folder of CTs, or a ``.json`` datalist.
-        split: ``train``, ``val``, ``test`` or None for every case. Defaults to ``train``.
+        split: ``train``, ``val``, ``test``, or ``all`` (or None) for every case. Defaults to ``train``.
         n: number of phantom cases. Defaults to 64.
         seed: seed of the phantom set and of the split. Defaults to 0.
         fractions: (train, val, test) shares where the source has no sections. Defaults to (0.8, 0.1, 0.1).
@@ -204,8 +204,10 @@ def load_datalist(
     Raises:
         ValueError: an unknown split, a missing source, or a JSON datalist without the requested section.
     """
+    if split == "all":  # the command-line spelling of None
+        split = None
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}.")
+        raise ValueError(f"split must be one of {SPLITS}, 'all' or None, got {split!r}.")
     if str(source) == "phantom":
         items = phantom_datalist(n, seed)
     elif Path(source).is_dir():
