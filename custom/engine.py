@@ -13,11 +13,8 @@ seeds, and the generators of the random transforms that run in this process.
 
 from __future__ import annotations
 
-import os
 import random
-import re
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,33 +41,6 @@ def linear_decay_schedule(optimizer: torch.optim.Optimizer, constant_epochs: int
         return 1.0 - max(0, epoch - constant_epochs + 1) / (decay_epochs + 1)
 
     return LambdaLR(optimizer, factor)
-
-
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")  # MONAI CheckpointSaver's epoch-level names
-
-
-def checkpoint_to_resume(folder: str | os.PathLike, resume: bool) -> str | None:
-    """The full checkpoint a training run starts from: the latest in ``folder`` when resuming, else None.
-
-    A new run never silently replaces an earlier run's checkpoints (MONAI's saver would delete them).
-
-    Raises:
-        FileNotFoundError: ``resume`` and ``folder`` holds no ``checkpoint_epoch=N.pt``.
-        FileExistsError: not ``resume`` but ``folder`` holds checkpoints.
-    """
-    found = sorted(
-        (int(match.group(1)), path)
-        for path in Path(folder).glob("checkpoint_epoch=*.pt")
-        if (match := CHECKPOINT_PATTERN.search(path.name))
-    )
-    if resume and not found:
-        raise FileNotFoundError(f"nothing to resume: {folder} holds no checkpoint_epoch=N.pt.")
-    if found and not resume:
-        raise FileExistsError(
-            f"{folder} holds the checkpoints of an earlier run ({found[-1][1].name}); resume it with "
-            "--resume true, or choose another --output_dir (or remove them) to start afresh."
-        )
-    return str(found[-1][1]) if found else None
 
 
 def _randomizables(transform: Any) -> list[Randomizable]:
@@ -240,4 +210,4 @@ class PairedGanTrainer(Trainer):
         return engine.state.output
 
 
-__all__ = ["CHECKPOINT_PATTERN", "PairedGanTrainer", "RandomState", "checkpoint_to_resume", "linear_decay_schedule"]
+__all__ = ["PairedGanTrainer", "RandomState", "linear_decay_schedule"]

@@ -176,7 +176,7 @@ def test_inference_writes_readable_dicom_and_stl_for_a_datalist(tmp_path, tiny_w
 
 def test_inference_names_a_missing_view(tmp_path, tiny_weights):
     missing = infer(tiny_weights, tmp_path, "--lateral", str(tmp_path / "nowhere.png"), check=False)
-    assert missing.returncode != 0 and "nowhere.png: no such X-ray file" in missing.stderr
+    assert missing.returncode != 0 and f"case 'sample': no such X-ray file {tmp_path / 'nowhere.png'}" in missing.stderr
     assert not tmp_path.exists() or not list(tmp_path.iterdir())
 
 

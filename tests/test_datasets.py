@@ -160,18 +160,27 @@ def test_a_ct_folder_becomes_training_pairs(tmp_path):
     assert correlation > 0.97  # the same radiographs, up to resolution and centring
 
 
+def _touch(*paths):
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    return [str(p) for p in paths]
+
+
 def test_xray_pairs_from_files_are_named_after_the_frontal_file(tmp_path):
-    (item,) = xray_datalist(frontal=tmp_path / "child_07_PA.dcm", lateral=tmp_path / "child_07_lat.dcm")
-    assert item == {
-        "case": "child_07",
-        "frontal": str(tmp_path / "child_07_PA.dcm"),
-        "lateral": str(tmp_path / "child_07_lat.dcm"),
-    }
-    (named,) = xray_datalist(frontal="a.png", lateral="b.png", case="mine")
-    assert named["case"] == "mine"
+    frontal, lateral = _touch(tmp_path / "child_07_PA.dcm", tmp_path / "child_07_lat.dcm")
+    assert xray_datalist(frontal=frontal, lateral=lateral) == [
+        {"case": "child_07", "frontal": frontal, "lateral": lateral}
+    ]
+    assert xray_datalist(frontal=frontal, lateral=lateral, case="mine")[0]["case"] == "mine"
+    uid, other = _touch(tmp_path / "1.2.840.10008.1.dcm", tmp_path / "1.2.840.10008.2.dcm")
+    assert xray_datalist(frontal=uid, lateral=other)[0]["case"] == "1.2.840.10008.1"  # a UID is not cut at its dots
+    frontal, lateral = _touch(tmp_path / "child_09" / "frontal.png", tmp_path / "child_09" / "lateral.png")
+    assert xray_datalist(frontal=frontal, lateral=lateral)[0]["case"] == "child_09"  # named by its folder
 
 
 def test_xray_datalist_resolves_paths_and_uses_the_test_section(tmp_path):
+    _touch(tmp_path / "x" / "f.png", tmp_path / "x" / "l.png")
     (tmp_path / "list.json").write_text(json.dumps({"test": [{"frontal": "x/f.png", "lateral": "x/l.png"}]}))
     (item,) = xray_datalist(tmp_path / "list.json")
     assert item == {"case": "f", "frontal": str(tmp_path / "x/f.png"), "lateral": str(tmp_path / "x/l.png")}
@@ -180,13 +189,23 @@ def test_xray_datalist_resolves_paths_and_uses_the_test_section(tmp_path):
         xray_datalist(tmp_path / "train.json")
 
 
-def test_xray_datalist_refuses_missing_and_identical_views(tmp_path):
+def test_xray_datalist_finds_every_problem_before_any_case_runs(tmp_path):
+    frontal, lateral = _touch(tmp_path / "f.png", tmp_path / "l.png")
     with pytest.raises(ValueError, match="has no lateral X-ray"):
-        xray_datalist(frontal="f.png")
+        xray_datalist(frontal=frontal)
     (tmp_path / "list.json").write_text(json.dumps([{"case": "c", "lateral": "l.png"}]))
     with pytest.raises(ValueError, match="'c' has no frontal X-ray"):
         xray_datalist(tmp_path / "list.json")
+    with pytest.raises(ValueError, match="'f': no such X-ray file .*nowhere.png"):
+        xray_datalist(frontal=frontal, lateral=tmp_path / "nowhere.png")
     with pytest.raises(ValueError, match="same file for both views"):
-        xray_datalist(frontal=tmp_path / "f.png", lateral=tmp_path / "./f.png")
+        xray_datalist(frontal=frontal, lateral=tmp_path / "." / "f.png")
+    twins = [
+        {"case": "a/b", "frontal": "f.png", "lateral": "l.png"},
+        {"case": "a b", "frontal": "l.png", "lateral": "f.png"},
+    ]
+    (tmp_path / "twins.json").write_text(json.dumps(twins))
+    with pytest.raises(ValueError, match="would both be written as 'a_b'"):
+        xray_datalist(tmp_path / "twins.json")
     with pytest.raises(ValueError, match="give a datalist"):
         xray_datalist()

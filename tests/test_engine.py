@@ -116,17 +116,3 @@ def test_random_state_refuses_a_checkpoint_of_other_transforms():
     saved = RandomState(Compose([RandHeadPosed(keys="ct")])).state_dict()
     with pytest.raises(ValueError, match="transforms changed"):
         RandomState(Compose([])).load_state_dict(saved)
-
-
-def test_checkpoint_to_resume_finds_the_latest_and_protects_an_earlier_run(tmp_path):
-    from custom.engine import checkpoint_to_resume
-
-    assert checkpoint_to_resume(tmp_path / "new", resume=False) is None
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
-        checkpoint_to_resume(tmp_path, resume=True)
-    for epoch in (2, 10, 9):
-        (tmp_path / f"checkpoint_epoch={epoch}.pt").write_bytes(b"")
-    (tmp_path / "checkpoint_final_iteration=99.pt").write_bytes(b"")
-    assert checkpoint_to_resume(tmp_path, resume=True) == str(tmp_path / "checkpoint_epoch=10.pt")
-    with pytest.raises(FileExistsError, match="--resume true"):
-        checkpoint_to_resume(tmp_path, resume=False)

@@ -32,13 +32,15 @@ from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
+from custom.data.outputs import safe_case_id
 from custom.files import has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
 
 SPLITS = ("train", "val", "test")
 _SECTIONS = {"train": "training", "val": "validation", "test": "test"}  # MONAI datalist section names
-VIEW_TAG = re.compile(r"[_-](frontal|pa|ap|lateral|lat)$", re.IGNORECASE)  # a view named at the end of a file stem
+VIEW_TAG = re.compile(r"(^|[_-])(frontal|pa|ap|lateral|lat)$", re.IGNORECASE)  # a view named at a stem's end
+XRAY_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
 PATH_KEYS = ("ct", "labels", "frontal", "lateral")  # item keys holding file paths
 
 
@@ -96,12 +98,15 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _default_case(item: dict[str, Any]) -> str:
     """The name of an item without ``case``: its CT path as written, else its frontal X-ray's file name
-    without suffixes and view tag (``sample_frontal.png`` -> ``sample``), else its content; all stable
+    without its image suffix and a trailing view tag (``sample_frontal.png`` -> ``sample``; a file
+    named only by its view, ``child07/pa.dcm``, takes its folder's name), else its content; all stable
     when the datalist and its data move."""
     if isinstance(item.get("ct"), str):
         return item["ct"]
     if isinstance(item.get("frontal"), str):
-        return VIEW_TAG.sub("", Path(item["frontal"]).name.split(".")[0]) or "case"
+        path = Path(item["frontal"])
+        name = next((path.name[: -len(s)] for s in XRAY_SUFFIXES if path.name.lower().endswith(s)), path.name)
+        return VIEW_TAG.sub("", name) or path.parent.name or name
     return json.dumps(item, sort_keys=True)
 
 
@@ -239,8 +244,11 @@ def xray_datalist(
         frontal, lateral: one case's two files, used when ``datalist`` is None.
         case: that case's name. Defaults to the frontal file's name without suffixes.
 
+    Every problem is found here, before any case runs, so no list fails half-way through.
+
     Raises:
-        ValueError: no input, a case without both views, or both views naming the same file.
+        ValueError: no input, a case without both views or with a missing file, both views naming the
+            same file, or two cases whose names give the same output files (:func:`safe_case_id`).
     """
     if datalist is not None:
         items = json_datalist(datalist)
@@ -256,14 +264,21 @@ def xray_datalist(
         items = [{"case": case if case is not None else _default_case(item), **item}]
     else:
         raise ValueError("give a datalist of X-ray pairs, or a frontal and a lateral X-ray file.")
+    names: dict[str, str] = {}
     for item in items:
+        case = item.get("case")
         missing = [view for view in VIEW_NAMES if not item.get(view)]
         if missing:
-            raise ValueError(
-                f"case {item.get('case')!r} has no {' and no '.join(missing)} X-ray; both views are needed."
-            )
+            raise ValueError(f"case {case!r} has no {' and no '.join(missing)} X-ray; both views are needed.")
+        absent = [str(item[view]) for view in VIEW_NAMES if not Path(item[view]).is_file()]
+        if absent:
+            raise ValueError(f"case {case!r}: no such X-ray file {' or '.join(absent)}.")
         if Path(item["frontal"]).resolve() == Path(item["lateral"]).resolve():
-            raise ValueError(f"case {item['case']!r} names the same file for both views: {item['frontal']}.")
+            raise ValueError(f"case {case!r} names the same file for both views: {item['frontal']}.")
+        stem = safe_case_id(case)
+        if stem in names:
+            raise ValueError(f"cases {names[stem]!r} and {case!r} would both be written as {stem!r}; name them apart.")
+        names[stem] = case
     return items
 
 

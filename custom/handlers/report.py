@@ -1,0 +1,95 @@
+"""The evaluation report: every case's metrics in a CSV, their statistics in a JSON summary.
+
+:class:`CaseMetricsReport` computes :func:`custom.metrics.case_metrics` for each case an evaluator
+runs and, when the run completes, writes ``metrics.csv`` (one row per case) and ``summary.json`` (mean,
+standard deviation, median, minimum and maximum of each metric, and the number of cases). It reads
+decollated evaluator outputs whose ``pred`` and ``label`` are (1, X, Y, Z) CTs in HU (the bundle's
+evaluation post-processing converts them); case names come from the batch. Non-finite values (the
+infinite PSNR of a perfect reconstruction) are written as the strings ``"inf"``, ``"-inf"`` or
+``"nan"``, so the summary stays valid JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+
+from custom.files import atomic_write, refuse_existing
+from custom.metrics import CASE_METRICS, case_metrics
+
+
+def _items(output: Any) -> list[dict[str, Any]]:
+    """An engine's output as a list of per-case dicts (decollated or a batch of one)."""
+    return list(output) if isinstance(output, list) else [output]
+
+
+def _json_number(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+class CaseMetricsReport:
+    """Collect every case's metrics during an evaluation run and write the report when it completes.
+
+    Args:
+        output_dir: the report's folder (``metrics.csv`` and ``summary.json``).
+        case_key: the case name in each output item. Defaults to ``case``.
+        overwrite: replace an existing report. Defaults to False: an existing report is refused before
+            the run starts, so no evaluation time is lost.
+    """
+
+    def __init__(self, output_dir: str | os.PathLike, case_key: str = "case", overwrite: bool = False) -> None:
+        self.paths = {"csv": Path(output_dir) / "metrics.csv", "json": Path(output_dir) / "summary.json"}
+        self.case_key, self.overwrite = case_key, overwrite
+        self.rows: list[dict[str, Any]] = []
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self._start)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.COMPLETED, self._write)
+
+    def _start(self, engine: Engine) -> None:
+        refuse_existing(self.paths.values(), self.overwrite)
+        self.rows = []
+
+    def _collect(self, engine: Engine) -> None:
+        for batch, item in zip(_items(engine.state.batch), _items(engine.state.output)):
+            (values,) = case_metrics(torch.as_tensor(item["pred"])[None], torch.as_tensor(item["label"])[None])
+            self.rows.append({"case": str(batch[self.case_key]), **values})
+
+    def summary(self) -> dict[str, Any]:
+        """Statistics of each metric over the cases; an infinite PSNR makes the mean "inf" and the std "nan"."""
+        result: dict[str, Any] = {"cases": len(self.rows), "metrics": {}}
+        for name in CASE_METRICS:
+            values = [row[name] for row in self.rows]
+            if values:
+                finite = [v for v in values if math.isfinite(v)]
+                statistic = {
+                    "mean": statistics.fmean(values),
+                    "std": statistics.pstdev(values) if len(finite) == len(values) else math.nan,
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
+                result["metrics"][name] = {key: _json_number(value) for key, value in statistic.items()}
+        return result
+
+    def _write(self, engine: Engine) -> None:
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=["case", *CASE_METRICS], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write(self.paths["csv"], lambda tmp: tmp.write_text(table.getvalue()), self.overwrite)
+        text = json.dumps(self.summary(), indent=2, allow_nan=False) + "\n"
+        atomic_write(self.paths["json"], lambda tmp: tmp.write_text(text), self.overwrite)
+
+
+__all__ = ["CaseMetricsReport"]
