@@ -20,6 +20,7 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
     main_job, tests = commands
     assert "torch==2.13.0" in main_job and "torch==2.13.0" in tests
     assert "pytest" in tests
+    assert "monai.bundle run inference" in main_job  # the main job: inference with the shipped weights
     assert tests in ROOT.joinpath(".ci", "run").read_text().splitlines()
 
 
