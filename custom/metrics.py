@@ -27,8 +27,8 @@ DATA_RANGE_HU = WINDOW_HU[1] - WINDOW_HU[0]
 BONE_HU = 300.0  # HU; threshold of the bone masks
 
 
-def _cases(volume: torch.Tensor) -> torch.Tensor:
-    """(B, 1, X, Y, Z) or (B, X, Y, Z) -> (B, X, Y, Z) float64 clipped to the window."""
+def as_cases(volume: torch.Tensor) -> torch.Tensor:
+    """(B, 1, X, Y, Z) or (B, X, Y, Z) -> (B, X, Y, Z) float64."""
     volume = torch.as_tensor(volume)
     if volume.ndim == 5:
         if volume.shape[1] != 1:
@@ -36,14 +36,21 @@ def _cases(volume: torch.Tensor) -> torch.Tensor:
         volume = volume[:, 0]
     if volume.ndim != 4:
         raise ValueError(f"expected (B, 1, X, Y, Z) or (B, X, Y, Z) volumes, got shape {tuple(volume.shape)}.")
-    return volume.double().clamp(*WINDOW_HU)
+    return volume.double()
 
 
-def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    pred, target = _cases(pred), _cases(target)
+def as_case_pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both volumes as (B, X, Y, Z) float64 on the prediction's device; their shapes must agree."""
+    pred, target = as_cases(pred), as_cases(target)
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} differ in shape.")
     return pred, target.to(pred.device)
+
+
+def _pair(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both volumes clipped to the window."""
+    pred, target = as_case_pair(pred, target)
+    return pred.clamp(*WINDOW_HU), target.clamp(*WINDOW_HU)
 
 
 def mae_hu(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -119,6 +126,8 @@ class CaseMetric(CumulativeIterationMetric):
 
 __all__ = [
     "BONE_HU",
+    "as_case_pair",
+    "as_cases",
     "CASE_METRICS",
     "DATA_RANGE_HU",
     "WINDOW_HU",
