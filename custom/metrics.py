@@ -4,10 +4,13 @@ These are the physical ("Track B") metrics of the evaluation protocol: both volu
 HU after clipping to :data:`WINDOW_HU`, [-1024, 1476] HU, whose width (2500 HU) is the PSNR peak and
 the SSIM data range, so numbers do not depend on how a network scales its output. Each function takes
 batches ``(B, 1, X, Y, Z)`` (or ``(B, X, Y, Z)``) in HU and returns one value per case, shape ``(B,)``.
+:func:`bone_surface_distances` also takes the voxel spacing and gives HD95, ASSD and the Chamfer
+distance between the bone surfaces in mm.
 
 Degenerate cases are defined, not left to chance: identical volumes give PSNR = inf (the caller's
-summary keeps it; it is never replaced by a made-up ceiling), and bone Dice is 1 when neither volume
-has bone and 0 when only one has.
+summary keeps it; it is never replaced by a made-up ceiling), bone Dice is 1 when neither volume has
+bone and 0 when only one has, and surface distances are 0 when neither has bone and inf when only
+one has.
 
 :class:`CaseMetric` adapts any of them to MONAI's metric interface so the bundle's validation uses
 them through :class:`monai.handlers.IgniteMetricHandler`.
@@ -18,7 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from monai.metrics import CumulativeIterationMetric, SSIMMetric
+from monai.metrics import (
+    CumulativeIterationMetric,
+    SSIMMetric,
+    compute_average_surface_distance,
+    compute_hausdorff_distance,
+)
 
 from custom.physics import AIR_HU
 
@@ -86,6 +94,36 @@ def bone_dice(pred: torch.Tensor, target: torch.Tensor, threshold_hu: float = BO
     return torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.ones_like(total))
 
 
+def bone_surface_distances(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    spacing: float | tuple[float, float, float],  # mm per voxel along X, Y, Z
+    threshold_hu: float = BONE_HU,
+) -> dict[str, torch.Tensor]:
+    """Distances between the bone surfaces (HU > ``threshold_hu``) of each case, mm: ``(B,)`` each.
+
+    ``hd95``: the symmetric 95th-percentile Hausdorff distance; ``assd``: the average symmetric surface
+    distance; ``chamfer``: the sum of the two directed mean surface distances. MONAI's surface
+    distance utilities compute them on the masks' boundary voxels with the voxel ``spacing``. Both
+    volumes without bone give 0; bone in only one gives inf.
+    """
+    pred, target = as_case_pair(pred, target)
+    a, b = (pred > threshold_hu)[:, None], (target > threshold_hu)[:, None]  # (B, 1, X, Y, Z)
+    has_a, has_b = a.flatten(1).any(1), b.flatten(1).any(1)
+    both, neither = has_a & has_b, ~(has_a | has_b)
+    spacing = tuple(spacing) if isinstance(spacing, (tuple, list)) else (float(spacing),) * 3
+    result = {name: torch.where(neither, 0.0, torch.inf).double() for name in ("hd95", "assd", "chamfer")}
+    if both.any():
+        a, b = a[both], b[both]
+        hd95 = compute_hausdorff_distance(a, b, include_background=True, percentile=95, spacing=spacing)
+        assd = compute_average_surface_distance(a, b, include_background=True, symmetric=True, spacing=spacing)
+        forward = compute_average_surface_distance(a, b, include_background=True, spacing=spacing)
+        backward = compute_average_surface_distance(b, a, include_background=True, spacing=spacing)
+        for name, value in (("hd95", hd95), ("assd", assd), ("chamfer", forward + backward)):
+            result[name][both] = value.reshape(-1).double().cpu()
+    return result
+
+
 CASE_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "psnr_3d": psnr_3d,
     "ssim_3d": ssim_3d,
@@ -128,6 +166,7 @@ __all__ = [
     "BONE_HU",
     "as_case_pair",
     "as_cases",
+    "bone_surface_distances",
     "CASE_METRICS",
     "DATA_RANGE_HU",
     "WINDOW_HU",

@@ -6,7 +6,17 @@ import pytest
 import torch
 from monai.metrics import SSIMMetric
 
-from custom.metrics import DATA_RANGE_HU, WINDOW_HU, CaseMetric, bone_dice, case_metrics, mae_hu, psnr_3d, ssim_3d
+from custom.metrics import (
+    DATA_RANGE_HU,
+    WINDOW_HU,
+    CaseMetric,
+    bone_dice,
+    bone_surface_distances,
+    case_metrics,
+    mae_hu,
+    psnr_3d,
+    ssim_3d,
+)
 
 
 def test_window_is_air_to_dense_bone_2500_hu_wide():
@@ -71,3 +81,24 @@ def test_shapes_must_agree():
         mae_hu(torch.zeros(1, 1, 4, 4, 4), torch.zeros(1, 1, 4, 4, 5))
     with pytest.raises(ValueError, match="one channel"):
         mae_hu(torch.zeros(1, 2, 4, 4, 4), torch.zeros(1, 2, 4, 4, 4))
+
+
+def test_bone_surface_distances_of_a_cube_moved_one_voxel():
+    target = torch.full((1, 1, 12, 12, 12), -1000.0)
+    target[..., 3:7, 3:7, 3:7] = 1000.0
+    pred = torch.roll(target, 1, dims=2)  # one voxel along x, 2 mm
+    same = bone_surface_distances(target, target, spacing=(2.0, 1.0, 1.0))
+    assert all(value.item() == 0 for value in same.values())
+    moved = bone_surface_distances(pred, target, spacing=(2.0, 1.0, 1.0))
+    assert 0 < moved["hd95"].item() <= 2.0 and 0 < moved["assd"].item() < 2.0
+    assert moved["chamfer"].item() == pytest.approx(2 * moved["assd"].item())  # equal directed means here
+    wider = bone_surface_distances(pred, target, spacing=(4.0, 1.0, 1.0))
+    assert wider["hd95"].item() == pytest.approx(2 * moved["hd95"].item())  # distances scale with the spacing
+
+
+def test_bone_surface_distances_without_bone():
+    air = torch.full((2, 1, 8, 8, 8), -1000.0)
+    bone = air.clone()
+    bone[1, :, 2:5, 2:5, 2:5] = 800.0
+    result = bone_surface_distances(bone, air, spacing=1.5)
+    assert result["hd95"].tolist() == [0.0, math.inf] and result["chamfer"].tolist() == [0.0, math.inf]
