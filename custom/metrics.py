@@ -7,6 +7,8 @@ batches ``(B, 1, X, Y, Z)`` (or ``(B, X, Y, Z)``) in HU and returns one value pe
 :func:`bone_surface_distances` also takes the voxel spacing and gives HD95, ASSD and the Chamfer
 distance between the bone surfaces in mm.
 
+:func:`projection_psnr` compares X-rays on the display scale: the projection-consistency metric.
+
 Degenerate cases are defined, not left to chance: identical volumes give PSNR = inf (the caller's
 summary keeps it; it is never replaced by a made-up ceiling), bone Dice is 1 when neither volume has
 bone and 0 when only one has, and surface distances are 0 when neither has bone and inf when only
@@ -19,6 +21,7 @@ them through :class:`monai.handlers.IgniteMetricHandler`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from monai.metrics import (
@@ -33,6 +36,7 @@ from custom.physics import AIR_HU
 WINDOW_HU = (AIR_HU, AIR_HU + 2500.0)  # HU; the physical metrics' window and data range
 DATA_RANGE_HU = WINDOW_HU[1] - WINDOW_HU[0]
 BONE_HU = 300.0  # HU; threshold of the bone masks
+BONE_HU_LOW = 200.0  # HU; the second, lower bone threshold the protocol reports
 
 
 def as_cases(volume: torch.Tensor) -> torch.Tensor:
@@ -124,11 +128,25 @@ def bone_surface_distances(
     return result
 
 
+def projection_psnr(pred_views: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+    """PSNR between two sets of X-rays (B, 2, H, W) on the display scale [0, 1] (peak 1), dB, per case.
+
+    The projection-consistency metric compares the DRRs of a reconstruction with the input views;
+    identical views give inf.
+    """
+    pred_views, views = torch.as_tensor(pred_views).double(), torch.as_tensor(views).double()
+    if pred_views.ndim != 4 or pred_views.shape != views.shape:
+        raise ValueError(f"expected two (B, 2, H, W) batches, got {tuple(pred_views.shape)} and {tuple(views.shape)}.")
+    mse = (pred_views.clamp(0, 1) - views.to(pred_views.device).clamp(0, 1)).square().flatten(1).mean(1)
+    return -10 * torch.log10(mse)
+
+
 CASE_METRICS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "psnr_3d": psnr_3d,
     "ssim_3d": ssim_3d,
     "mae_hu": mae_hu,
     "bone_dice": bone_dice,
+    "bone_dice_200": partial(bone_dice, threshold_hu=BONE_HU_LOW),
 }
 
 
@@ -164,6 +182,7 @@ class CaseMetric(CumulativeIterationMetric):
 
 __all__ = [
     "BONE_HU",
+    "BONE_HU_LOW",
     "as_case_pair",
     "as_cases",
     "bone_surface_distances",
@@ -174,6 +193,7 @@ __all__ = [
     "bone_dice",
     "case_metrics",
     "mae_hu",
+    "projection_psnr",
     "psnr_3d",
     "ssim_3d",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from custom.evaluation import TRACK_A, TRACK_B
 from custom.geometry import BiplanarGeometry
 from custom.networks.psctnet import psctnet
 
@@ -88,10 +90,11 @@ def test_evaluation_writes_per_case_metrics_and_a_summary(tmp_path):
     folders = ["--output_dir", str(tmp_path / "eval"), "--ckpt_dir", str(tmp_path / "models")]
     bundle("run", "evaluate", "--config_file", configs, *folders, *TINY_TRAINING)
     report = tmp_path / "eval" / "evaluation"
-    rows = (report / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "case,psnr_3d,ssim_3d,mae_hu,bone_dice" and len(rows) == 2  # 6 phantoms: one test case
+    rows = list(csv.DictReader((report / "metrics.csv").open()))
+    assert list(rows[0]) == ["case", *TRACK_A, *TRACK_B] and len(rows) == 1  # 6 phantoms: one test case
+    assert 0 < float(rows[0]["hd95_mm"]) and 0 < float(rows[0]["projection_psnr"]) < 100
     summary = json.loads((report / "summary.json").read_text())
-    assert summary["cases"] == 1 and 0 < summary["metrics"]["mae_hu"]["mean"] < 3072
+    assert summary["cases"] == 1 and 0 < summary["track_b"]["mae_hu"]["mean"] < 3072
     again = bundle("run", "evaluate", "--config_file", configs, *folders, *TINY_TRAINING, check=False)
     assert again.returncode != 0 and "refusing to overwrite" in again.stderr
 
@@ -208,6 +211,6 @@ def test_evaluation_runs_on_real_ct_scans(tmp_path, tiny_weights):
     configs = json.dumps([TRAIN, str(CONFIGS / "evaluate.json")])
     folders = ["--output_dir", str(tmp_path / "eval"), "--ckpt_path", str(tiny_weights)]
     bundle("run", "evaluate", "--config_file", configs, *folders, *TINY_TRAINING, "--dataset_dir", str(datalist))
-    rows = (tmp_path / "eval" / "evaluation" / "metrics.csv").read_text().splitlines()[1:]
-    assert sorted(row.split(",")[0] for row in rows) == sorted(p.name for p in scans)
-    assert all(0 < float(row.split(",")[3]) < 3072 for row in rows)  # MAE in HU
+    rows = list(csv.DictReader((tmp_path / "eval" / "evaluation" / "metrics.csv").open()))
+    assert sorted(row["case"] for row in rows) == sorted(p.name for p in scans)
+    assert all(0 < float(row["mae_hu"]) < 3072 for row in rows)

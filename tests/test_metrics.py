@@ -7,6 +7,7 @@ import torch
 from monai.metrics import SSIMMetric
 
 from custom.metrics import (
+    CASE_METRICS,
     DATA_RANGE_HU,
     WINDOW_HU,
     CaseMetric,
@@ -14,6 +15,7 @@ from custom.metrics import (
     bone_surface_distances,
     case_metrics,
     mae_hu,
+    projection_psnr,
     psnr_3d,
     ssim_3d,
 )
@@ -56,6 +58,24 @@ def test_bone_dice_by_hand():
     pred[..., 1:3] = 700.0  # 32 bone voxels, 16 shared
     assert bone_dice(pred, target).item() == pytest.approx(2 * 16 / 64)
     assert bone_dice(pred, target, threshold_hu=800.0).item() == 1.0  # no bone at 800 HU in either
+
+
+def test_bone_dice_at_200_hu_counts_the_voxels_between_200_and_300_hu():
+    target = torch.full((1, 1, 4, 4, 4), -1000.0)
+    target[..., :2] = 700.0  # 32 voxels of bone at either threshold
+    pred = target.clone()
+    pred[..., 2] = 250.0  # 16 voxels that are bone at 200 HU only
+    assert CASE_METRICS["bone_dice"](pred, target).item() == 1.0
+    assert CASE_METRICS["bone_dice_200"](pred, target).item() == pytest.approx(2 * 32 / (48 + 32))
+
+
+def test_projection_psnr_by_hand_and_for_identical_views():
+    views = torch.full((2, 2, 8, 8), 0.5)
+    off = views.clone()
+    off[0, 0, :4] = 0.6  # case 0: half of one view, a quarter of both views, off by 0.1
+    assert projection_psnr(off, views).tolist() == pytest.approx([-10 * math.log10(0.01 / 4), math.inf])
+    with pytest.raises(ValueError, match="B, 2, H, W"):
+        projection_psnr(views[0], views[0])
 
 
 def test_ssim_matches_monai_on_the_shifted_window():

@@ -1,10 +1,11 @@
 """The evaluation report: every case's metrics in a CSV, their statistics in a JSON summary.
 
-:class:`CaseMetricsReport` computes :func:`custom.metrics.case_metrics` for each case an evaluator
-runs and, when the run completes, writes ``metrics.csv`` (one row per case) and ``summary.json`` (mean,
-standard deviation, median, minimum and maximum of each metric, and the number of cases). It reads
-decollated evaluator outputs whose ``pred`` and ``label`` are (1, X, Y, Z) CTs in HU (the bundle's
-evaluation post-processing converts them); case names come from the batch. Non-finite values (the
+:class:`CaseMetricsReport` computes the evaluation protocol (:class:`custom.evaluation.CaseEvaluator`:
+Track A and Track B) for each case an evaluator runs and, when the run completes, writes
+``metrics.csv`` (one row per case, Track A columns then Track B) and ``summary.json`` (the number of
+cases and, per track, the mean, standard deviation, median, minimum and maximum of each metric). It
+reads decollated evaluator outputs whose ``pred`` and ``label`` are (1, X, Y, Z) CTs in HU (the
+bundle's evaluation post-processing converts them); case names and input X-rays come from the batch. Non-finite values (the
 infinite PSNR of a perfect reconstruction) are written as the strings ``"inf"``, ``"-inf"`` or
 ``"nan"``, so the summary stays valid JSON.
 """
@@ -16,15 +17,14 @@ import io
 import json
 import math
 import os
-import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
 from ignite.engine import Engine, Events
 
+from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
-from custom.metrics import CASE_METRICS, case_metrics
+from custom.geometry import BiplanarGeometry
 
 
 def _items(output: Any) -> list[dict[str, Any]]:
@@ -41,14 +41,24 @@ class CaseMetricsReport:
 
     Args:
         output_dir: the report's folder (``metrics.csv`` and ``summary.json``).
-        case_key: the case name in each output item. Defaults to ``case``.
+        geometry: the acquisition the CTs and X-rays belong to (voxel spacing, DRRs).
+        case_key: the case name in each batch item. Defaults to ``case``.
+        image_key: the input X-rays (2, H, W) in each batch item. Defaults to ``image``.
         overwrite: replace an existing report. Defaults to False: an existing report is refused before
             the run starts, so no evaluation time is lost.
     """
 
-    def __init__(self, output_dir: str | os.PathLike, case_key: str = "case", overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        geometry: BiplanarGeometry | dict,
+        case_key: str = "case",
+        image_key: str = "image",
+        overwrite: bool = False,
+    ) -> None:
         self.paths = {"csv": Path(output_dir) / "metrics.csv", "json": Path(output_dir) / "summary.json"}
-        self.case_key, self.overwrite = case_key, overwrite
+        self.evaluate = CaseEvaluator(geometry)
+        self.case_key, self.image_key, self.overwrite = case_key, image_key, overwrite
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -62,29 +72,22 @@ class CaseMetricsReport:
 
     def _collect(self, engine: Engine) -> None:
         for batch, item in zip(_items(engine.state.batch), _items(engine.state.output)):
-            (values,) = case_metrics(torch.as_tensor(item["pred"])[None], torch.as_tensor(item["label"])[None])
-            self.rows.append({"case": str(batch[self.case_key]), **values})
+            tracks = self.evaluate(item["pred"], item["label"], batch.get(self.image_key))
+            self.rows.append({"case": str(batch[self.case_key]), **tracks["track_a"], **tracks["track_b"]})
 
     def summary(self) -> dict[str, Any]:
-        """Statistics of each metric over the cases; an infinite PSNR makes the mean "inf" and the std "nan"."""
-        result: dict[str, Any] = {"cases": len(self.rows), "metrics": {}}
-        for name in CASE_METRICS:
-            values = [row[name] for row in self.rows]
-            if values:
-                finite = [v for v in values if math.isfinite(v)]
-                statistic = {
-                    "mean": statistics.fmean(values),
-                    "std": statistics.pstdev(values) if len(finite) == len(values) else math.nan,
-                    "median": statistics.median(values),
-                    "min": min(values),
-                    "max": max(values),
-                }
-                result["metrics"][name] = {key: _json_number(value) for key, value in statistic.items()}
+        """Statistics of each metric over the cases, per track; an infinite PSNR makes the mean "inf" and the std "nan"."""
+        result: dict[str, Any] = {"cases": len(self.rows)}
+        for track, names in TRACKS.items():
+            result[track] = {}
+            for name in names if self.rows else ():
+                statistic = summarise([row[name] for row in self.rows])
+                result[track][name] = {key: _json_number(value) for key, value in statistic.items()}
         return result
 
     def _write(self, engine: Engine) -> None:
         table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=["case", *CASE_METRICS], lineterminator="\n")
+        writer = csv.DictWriter(table, fieldnames=["case", *(name for names in TRACKS.values() for name in names)], lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.paths["csv"], lambda tmp: tmp.write_text(table.getvalue()), self.overwrite)
