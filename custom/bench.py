@@ -71,7 +71,7 @@ def _current_rss_mb() -> float:
     return int(statm.read_text().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _memory_baseline(device: torch.device) -> float:
+def memory_baseline(device: torch.device) -> float:
     """Start a peak-memory measurement: reset CUDA's peak, or note the process's resident memory (MB)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -79,12 +79,12 @@ def _memory_baseline(device: torch.device) -> float:
     return _current_rss_mb()
 
 
-def _peak_memory_mb(device: torch.device, baseline: float) -> float:
-    """Peak memory since :func:`_memory_baseline`, MB: CUDA's allocator peak, or resident-memory growth."""
+def peak_memory_mb(device: torch.device, baseline: float) -> float:
+    """Peak memory since :func:`memory_baseline`, MB: CUDA's allocator peak, or resident-memory growth."""
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb() - baseline
 
 
-def _median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
+def median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
     """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls, ms (CUDA events on GPU)."""
     times = []
     for i in range(warmup + repeats):
@@ -109,7 +109,7 @@ def measure(
 ) -> dict:
     """Time one operator at one size in this process (see the module docstring)."""
     dev, dt = torch.device(device), getattr(torch, dtype)
-    baseline = _memory_baseline(dev)
+    baseline = memory_baseline(dev)
     projector = Projector(BiplanarGeometry().resampled((size,) * 3, (size, size)), backprojection)
     generator = torch.Generator(dev).manual_seed(0)
     if op == "forward":
@@ -118,8 +118,8 @@ def measure(
         data = torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt)
     run = partial({"forward": projector, "backproject": projector.backproject, "adjoint": projector.adjoint}[op], data)
     with torch.no_grad():
-        median = _median_ms(run, dev, repeats, warmup)
-    peak = _peak_memory_mb(dev, baseline)
+        median = median_ms(run, dev, repeats, warmup)
+    peak = peak_memory_mb(dev, baseline)
     return {
         "op": op,
         "size": size,
@@ -208,7 +208,7 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
     from custom.networks.selective_scan import selective_scan_backend
 
     dev, dt = torch.device(device), getattr(torch, dtype)
-    baseline = _memory_baseline(dev)
+    baseline = memory_baseline(dev)
     geometry = BiplanarGeometry().resampled((size,) * 3, (size, size))
     generator = torch.Generator(dev).manual_seed(0)
     if op.startswith("generator"):
@@ -229,8 +229,8 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
             with torch.no_grad():
                 model(*inputs)
 
-    median = _median_ms(run, dev, repeats, warmup)
-    peak = _peak_memory_mb(dev, baseline)
+    median = median_ms(run, dev, repeats, warmup)
+    peak = peak_memory_mb(dev, baseline)
     return {
         "op": op,
         "size": size,
@@ -371,4 +371,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["OPS", "demo", "device_name", "measure", "projector"]
+__all__ = ["OPS", "demo", "device_name", "measure", "median_ms", "memory_baseline", "peak_memory_mb", "projector"]

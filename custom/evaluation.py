@@ -42,6 +42,7 @@ TRACK_B = (
     "projection_psnr",
 )
 TRACKS = {"track_a": TRACK_A, "track_b": TRACK_B}
+LOWER_IS_BETTER = frozenset({"mae_hu", "hd95_mm", "assd_mm", "chamfer_mm"})  # every other metric: higher is better
 
 
 class CaseEvaluator:
@@ -66,7 +67,10 @@ class CaseEvaluator:
         """The X-rays (2, H, W) in [0, 1] an ideal detector records of a CT (X, Y, Z) in HU; black where empty."""
         log_images = self.drr_simulator(hu)
         return torch.stack(
-            [normalise_radiograph(image) if image.max() > image.min() else torch.zeros_like(image) for image in log_images]
+            [
+                normalise_radiograph(image) if image.max() > image.min() else torch.zeros_like(image)
+                for image in log_images
+            ]
         )
 
     def __call__(
@@ -102,4 +106,4 @@ def summarise(values: list[float]) -> dict[str, float]:
     }
 
 
-__all__ = ["TRACKS", "TRACK_A", "TRACK_B", "CaseEvaluator", "summarise"]
+__all__ = ["LOWER_IS_BETTER", "TRACKS", "TRACK_A", "TRACK_B", "CaseEvaluator", "summarise"]

@@ -5,9 +5,9 @@ Track A and Track B) for each case an evaluator runs and, when the run completes
 ``metrics.csv`` (one row per case, Track A columns then Track B) and ``summary.json`` (the number of
 cases and, per track, the mean, standard deviation, median, minimum and maximum of each metric). It
 reads decollated evaluator outputs whose ``pred`` and ``label`` are (1, X, Y, Z) CTs in HU (the
-bundle's evaluation post-processing converts them); case names and input X-rays come from the batch. Non-finite values (the
-infinite PSNR of a perfect reconstruction) are written as the strings ``"inf"``, ``"-inf"`` or
-``"nan"``, so the summary stays valid JSON.
+bundle's evaluation post-processing converts them); case names and input X-rays come from the batch.
+Non-finite values (the infinite PSNR of a perfect reconstruction) are written as the strings
+``"inf"``, ``"-inf"`` or ``"nan"``, so the summary stays valid JSON.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class CaseMetricsReport:
             self.rows.append({"case": str(batch[self.case_key]), **tracks["track_a"], **tracks["track_b"]})
 
     def summary(self) -> dict[str, Any]:
-        """Statistics of each metric over the cases, per track; an infinite PSNR makes the mean "inf" and the std "nan"."""
+        """Statistics of each metric over the cases, per track (an infinite PSNR gives mean "inf", std "nan")."""
         result: dict[str, Any] = {"cases": len(self.rows)}
         for track, names in TRACKS.items():
             result[track] = {}
@@ -87,7 +87,9 @@ class CaseMetricsReport:
 
     def _write(self, engine: Engine) -> None:
         table = io.StringIO()
-        writer = csv.DictWriter(table, fieldnames=["case", *(name for names in TRACKS.values() for name in names)], lineterminator="\n")
+        writer = csv.DictWriter(
+            table, fieldnames=["case", *(name for names in TRACKS.values() for name in names)], lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.paths["csv"], lambda tmp: tmp.write_text(table.getvalue()), self.overwrite)

@@ -1,0 +1,285 @@
+"""The side-by-side benchmark: train every method on the same data and budget, measure it the same way.
+
+For each selected :data:`~custom.benchmark.variants.VARIANTS` entry:
+
+1. build the bundle's training config (``train.json`` + the profile's and the variant's overrides) and
+   seed everything with the same seed, so every method sees the same cases in the same order with
+   the same augmentations; the training cases are rendered (or loaded) once and shared;
+2. train it with the bundle's own trainer for exactly ``budget`` generator updates (learning rate
+   constant for the first half of the epochs, then falling linearly: the paper's 50 + 50 schedule
+   scaled to the budget), or fit a baseline in one pass over the same training data; no validation,
+   no model selection: the final weights are measured;
+3. evaluate it on the held-out test cases (and, when given, an out-of-distribution folder, reported
+   apart) with the evaluation protocol (:class:`custom.evaluation.CaseEvaluator`);
+4. measure its efficiency in a fresh process (:func:`measure_inference`): inference ms at batch 1
+   and that process's peak memory; parameters, weight file size and training seconds per iteration.
+
+Results go to ``out/``: see :mod:`custom.benchmark.report` and :mod:`custom.benchmark.figure`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import platform
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import torch
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.data import CacheDataset
+from monai.utils import set_determinism
+from torch import nn
+
+from custom.bench import device_name, median_ms, memory_baseline, peak_memory_mb
+from custom.benchmark.figure import comparison_figure
+from custom.benchmark.profiles import PROFILES
+from custom.benchmark.report import OUTPUTS, write_results
+from custom.benchmark.variants import VARIANTS, Variant
+from custom.evaluation import TRACKS, CaseEvaluator, summarise
+from custom.files import atomic_write, refuse_existing
+from custom.physics import network_to_hu
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_bundle_root() -> Path:
+    """The bundle folder: ``bundle/`` in the repository, or the unzipped model-zoo bundle itself."""
+    for root in (PACKAGE_ROOT / "bundle", PACKAGE_ROOT):
+        if (root / "configs" / "train.json").is_file():
+            return root
+    raise FileNotFoundError(f"no configs/train.json under {PACKAGE_ROOT}; pass --bundle_root.")
+
+
+def variant_config(bundle_root: Path, variant: Variant, overrides: dict[str, Any]) -> ConfigParser:
+    """The bundle's training config for one variant: ``train.json``, its config files, then the overrides."""
+    parser = ConfigParser()
+    parser.read_config(
+        [str(bundle_root / "configs" / "train.json"), *(str(bundle_root / f) for f in variant.config_files)]
+    )
+    parser.update({**overrides, **variant.overrides})
+    parser["train#handlers"] = [h for h in parser["train#handlers"] if h.get("_target_") != "ValidationHandler"]
+    parser["train#writers"] = []
+    parser["train#dataloader#generator"] = "$torch.Generator().manual_seed(@seed)"  # data order apart from model init
+    return parser
+
+
+def build_model(parser: ConfigParser, variant: Variant) -> nn.Module:
+    """The variant's model on the config's device: a baseline (unfitted) or the generator of ``network``."""
+    if variant.fitted is not None:
+        return variant.fitted(geometry=parser.get_parsed_content("geometry")).to(parser.get_parsed_content("device"))
+    return parser.get_parsed_content("network")
+
+
+def parameter_count(model: nn.Module, variant: Variant) -> int:
+    """Values learned from data: trainable parameters, or a fitted baseline's buffers."""
+    if variant.fitted is not None:
+        return sum(b.numel() for b in model.buffers())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train(parser: ConfigParser, variant: Variant, budget: int) -> tuple[nn.Module, int, float | None]:
+    """Train (or fit) the variant: (model, generator updates made, training seconds per update or None)."""
+    model = build_model(parser, variant)
+    loader = parser.get_parsed_content("train#dataloader")
+    if variant.fitted is not None:
+        model.fit(loader)
+        return model, 0, None
+    trainer = parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED(once=budget), lambda engine: engine.terminate())
+    start = time.perf_counter()
+    trainer.run()
+    elapsed = time.perf_counter() - start
+    return model, trainer.state.iteration, elapsed / max(trainer.state.iteration, 1)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, cases: Sequence[dict], evaluator: CaseEvaluator, device: torch.device) -> list[dict]:
+    """Each case's reconstruction (HU, on the CPU) and its Track A and B metrics."""
+    model.eval()
+    results = []
+    for case in cases:
+        views = torch.as_tensor(case["image"]).float()
+        pred = network_to_hu(model(views[None].to(device)).float().cpu())[0]  # (1, X, Y, Z) HU
+        target = network_to_hu(torch.as_tensor(case["label"]).float())
+        results.append({"case": str(case["case"]), "pred": pred, **evaluator(pred, target, views)})
+    return results
+
+
+def measure_inference(
+    bundle_root: str, variant: Variant, overrides: dict[str, Any], weights: str, repeats: int = 5
+) -> dict[str, float]:
+    """Inference ms (median of ``repeats`` after one warm-up) and peak memory (MB) at batch 1, in this process.
+
+    Run it in a fresh process: the memory is the process's peak while the model is built, loaded and
+    run (CUDA: the allocator's peak; CPU: resident memory growth after the imports).
+    """
+    parser = variant_config(Path(bundle_root), variant, overrides)
+    device = parser.get_parsed_content("device")
+    baseline = memory_baseline(device)
+    model = build_model(parser, variant)
+    model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    model.eval()
+    det_shape = parser.get_parsed_content("geometry").det_shape
+    views = torch.rand(1, 2, *det_shape, generator=torch.Generator().manual_seed(0)).to(device)
+    with torch.no_grad():
+        infer_ms = median_ms(partial(model, views), device, repeats, warmup=1)
+    return {"infer_ms": round(infer_ms, 3), "peak_mem_mb": round(peak_memory_mb(device, baseline), 1)}
+
+
+def _test_cases(parser: ConfigParser, source: str, split: str) -> list[dict]:
+    """The evaluation inputs and references of one split, prepared as the bundle's validation prepares them."""
+    parser = ConfigParser(copy.deepcopy(parser.get()))
+    parser.update({"dataset_dir": source, "validate#datalist#split": split})
+    return list(parser.get_parsed_content("validate#dataset"))
+
+
+def summary(results: list[dict]) -> dict[str, Any]:
+    """Mean of each metric over the cases, per track, and every case's values."""
+    means = {
+        track: {name: summarise([r[track][name] for r in results])["mean"] for name in names}
+        for track, names in TRACKS.items()
+    }
+    return {**means, "cases": [{"case": r["case"], **r["track_a"], **r["track_b"]} for r in results]}
+
+
+def run(
+    out: str = "benchmark",
+    data: str = "phantom",
+    profile: str = "full",
+    quick: bool = False,
+    variants: Sequence[str] | str | None = None,
+    budget: int | None = None,
+    num_phantoms: int | None = None,
+    ood: str | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    bundle_root: str | None = None,
+    overwrite: bool = False,
+) -> list[dict[str, Any]]:
+    """Train and measure each variant on the same data and budget; write the results to ``out``.
+
+    Args:
+        out: the results folder. Defaults to ``benchmark``.
+        data: ``phantom`` (generated), a CT folder or a JSON datalist, split as the bundle splits it.
+        profile: ``full`` (the paper's 128^3 protocol, GPU) or ``quick`` (CPU, minutes). Defaults to ``full``.
+        quick: the ``quick`` profile, whatever ``profile`` says.
+        variants: names from :data:`VARIANTS`. Defaults to all.
+        budget: generator updates per trained variant. Defaults to the profile's.
+        num_phantoms: phantom cases when ``data`` is ``phantom``. Defaults to the profile's.
+        ood: a CT folder or JSON datalist evaluated as an out-of-distribution report (all its cases),
+            kept apart from the main results. Defaults to none.
+        seed: the seed of the data split and of every variant's training. Defaults to 0.
+        device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
+        bundle_root: the bundle folder with ``configs/``. Defaults to this package's bundle.
+        overwrite: replace earlier results in ``out``. Defaults to False (refused before any work).
+
+    Returns:
+        The records written to ``results.json``.
+    """
+    profile = "quick" if quick else profile
+    names = list(VARIANTS) if variants is None else [variants] if isinstance(variants, str) else list(variants)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or profile not in PROFILES:
+        raise ValueError(
+            f"unknown variants {unknown} or profile {profile!r}; choose from {list(VARIANTS)}, {list(PROFILES)}."
+        )
+    out_dir, root = Path(out), Path(bundle_root) if bundle_root else default_bundle_root()
+    weights = {name: out_dir / "models" / f"{name}.pt" for name in names}
+    refuse_existing([*(out_dir / name for name in OUTPUTS), *weights.values()], overwrite)
+    settings = PROFILES[profile]
+    budget = int(budget or settings.budget)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    overrides = {
+        **settings.overrides,
+        "bundle_root": str(root),
+        "output_dir": str(out_dir / "logs"),
+        "dataset_dir": data,
+        "num_phantoms": int(num_phantoms or settings.num_phantoms),
+        "seed": seed,
+        "device": f"$torch.device('{device}')",
+        "num_workers": 0,
+    }
+    started = time.perf_counter()
+
+    # 1. the data, once: training cases cached, test (and out-of-distribution) cases prepared
+    base = variant_config(root, Variant("data", ""), overrides)
+    set_determinism(seed)
+    train_cases: CacheDataset = base.get_parsed_content("train#dataset")
+    epochs = math.ceil(budget / math.ceil(len(train_cases) / base.get_parsed_content("batch_size")))
+    overrides.update(lr_constant_epochs=math.ceil(epochs / 2), lr_decay_epochs=epochs - math.ceil(epochs / 2))
+    test_cases = _test_cases(base, data, "test")
+    ood_cases = _test_cases(base, ood, "all") if ood else []
+    evaluator = CaseEvaluator(base.get_parsed_content("geometry"))
+    print(f"benchmark: {len(train_cases)} training and {len(test_cases)} test cases, {budget} updates, {device}")
+
+    # 2. every variant: train or fit, evaluate, measure
+    records, ood_records, reconstructions = [], [], {}
+    context = get_context("spawn")
+    for name in names:
+        variant = VARIANTS[name]
+        parser = variant_config(root, variant, overrides)
+        parser["train#dataset"] = train_cases
+        set_determinism(seed)
+        model, iterations, seconds_per_iteration = train(parser, variant, budget)
+        atomic_write(weights[name], lambda tmp, m=model: torch.save(m.state_dict(), tmp), overwrite)
+        results = evaluate(model, test_cases, evaluator, device)
+        reconstructions[name] = results[0]["pred"]
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            efficiency = pool.submit(measure_inference, str(root), variant, overrides, str(weights[name])).result()
+        cases = summary(results)
+        record = {
+            "variant": name,
+            "description": variant.description,
+            "track_a": cases.pop("track_a"),
+            "track_b": cases.pop("track_b"),
+            "params": parameter_count(model, variant),
+            "model_mb": round(weights[name].stat().st_size / 2**20, 2),
+            **efficiency,
+            "train_s_per_iter": None if seconds_per_iteration is None else round(seconds_per_iteration, 3),
+            "iterations": iterations,
+            "device": device_name(device),
+            "profile": profile,
+            **cases,
+        }
+        records.append(record)
+        if ood_cases:
+            ood_results = evaluate(model, ood_cases, evaluator, device)
+            ood_records.append({"variant": name, "description": variant.description, **summary(ood_results)})
+        track_b = record["track_b"]
+        print(
+            f"{name:>12}: PSNR3D {track_b['psnr_3d']:.2f} dB, MAE {track_b['mae_hu']:.0f} HU, "
+            f"Dice {track_b['bone_dice']:.3f}, {record['infer_ms']} ms ({time.perf_counter() - started:.0f} s so far)"
+        )
+        del model, parser
+
+    # 3. the results and the picture
+    reference = network_to_hu(torch.as_tensor(test_cases[0]["label"]).float())
+    figure = comparison_figure(reference, reconstructions, title=f"test case {test_cases[0]['case']}")
+    context_line = {
+        "profile": profile,
+        "data": data,
+        "budget": budget,
+        "seed": seed,
+        "train_cases": len(train_cases),
+        "test_cases": len(test_cases),
+        "ood": ood,
+        "grid": list(evaluator.geometry.vol_shape),
+        "spacing_mm": evaluator.geometry.vol_spacing,
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "wall_s": round(time.perf_counter() - started),
+    }
+    write_results(out_dir, records, ood_records, context_line, figure, overwrite)
+    print(f"wrote {out_dir} in {time.perf_counter() - started:.0f} s")
+    return records
+
+
+__all__ = ["default_bundle_root", "evaluate", "measure_inference", "run", "summary", "train", "variant_config"]

@@ -1,0 +1,68 @@
+"""The methods the benchmark sets side by side, each a way to build and train a model from the bundle.
+
+A :class:`Variant` is the bundle's training config (``bundle/configs/train.json``) plus what makes the
+method: config overrides and extra config files layered on top (the generator's module switches, or
+another network's configs), or a baseline class fitted instead of trained. Every variant therefore
+uses the same data pipeline, simulator, losses, optimisers and schedule, and differs only where its
+method does.
+
+Order of :data:`VARIANTS`: the two fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
+ablations as in the paper's table, then all modules. Another network (SPIDER) joins by adding a
+variant whose ``config_files`` hold its bundle override configs (its network and loss); the
+benchmark needs nothing else from it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas
+from custom.networks.psctnet import ABLATIONS
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One method of the benchmark.
+
+    Args:
+        name: its name in the results (``results.json``'s ``variant``).
+        description: what it is, one line, for the table.
+        overrides: ``train.json`` config ids and values that make it (e.g. ``network_def#variant``).
+        config_files: bundle configs layered over ``train.json``, relative to the bundle root.
+        fitted: a baseline class ``cls(geometry=...)`` with ``fit(loader)``, fitted in one pass over
+            the training data instead of trained; None for a network trained by the bundle's trainer.
+    """
+
+    name: str
+    description: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    config_files: tuple[str, ...] = ()
+    fitted: type[nn.Module] | None = None
+
+
+_ABLATION_DESCRIPTIONS = {
+    "x2ct": "X2CT-GAN-style: fully connected 2D->3D link, MV3D-C; no BP-I/BP-C/AGP-3D/BiM-3D",
+    "bp_i": "+BP-I (back-projected views into a 3D encoder)",
+    "bp_i_bp_c": "+BP-I +BP-C (back-projected 2D features at every level)",
+    "agp": "AGP-3D link only",
+    "bim": "BiM-3D only (fully connected link)",
+    "bp_agp": "BP-I +BP-C +AGP-3D",
+    "bp_bim": "BP-I +BP-C +BiM-3D",
+    "psctnet": "PSCT-Net: BP-I, BP-C, AGP-3D, BiM-3D, MV3D-C",
+}
+
+VARIANTS: dict[str, Variant] = {
+    "mean_atlas": Variant("mean_atlas", "training-set mean CT, ignores the views", fitted=MeanAtlas),
+    "bp_only": Variant(
+        "bp_only", "BP-I prior, linear HU calibration on the training set", fitted=CalibratedBackProjection
+    ),
+    **{
+        name: Variant(name, _ABLATION_DESCRIPTIONS[name], overrides={"network_def#variant": name}) for name in ABLATIONS
+    },
+}
+
+
+__all__ = ["VARIANTS", "Variant"]

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from custom.benchmark import run as benchmark
+from custom.benchmark.profiles import PROFILES, Profile
+from custom.benchmark.variants import VARIANTS, Variant
+from custom.evaluation import TRACK_A, TRACK_B
+
+TINY = Profile(
+    "tiny",
+    budget=3,
+    num_phantoms=8,
+    overrides={
+        "split_fractions": [0.75, 0.0, 0.25],
+        "geometry#vol_shape": [32, 32, 32],
+        "geometry#vol_spacing": 6.0,
+        "geometry#det_shape": [32, 32],
+        "geometry#det_spacing": 7.2,
+        "network_def#preset": "tiny",
+        "discriminator_def#channels": 4,
+        "discriminator_def#num_layers": 1,
+        "discriminator_def#num_scales": 1,
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    """A tiny benchmark: the atlas, the X2CT-style generator and an identical twin trained after it."""
+    out = tmp_path_factory.mktemp("benchmark")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(PROFILES, "tiny", TINY)
+        patch.setitem(VARIANTS, "x2ct_twin", Variant("x2ct_twin", "the same as x2ct", VARIANTS["x2ct"].overrides))
+        records = benchmark.run(
+            out=str(out), profile="tiny", variants=["mean_atlas", "x2ct", "x2ct_twin"], device="cpu"
+        )
+    return out, records
+
+
+def test_every_result_file_is_written_with_one_record_per_variant(results):
+    out, records = results
+    for name in ("results.json", "results.csv", "cases.csv", "results.md", "comparison.png"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "results.json").read_text())[0]["variant"] == "mean_atlas"
+    assert [r["variant"] for r in records] == ["mean_atlas", "x2ct", "x2ct_twin"]
+    for record in records:
+        assert list(record["track_a"]) == list(TRACK_A) and list(record["track_b"]) == list(TRACK_B)
+        assert record["infer_ms"] > 0 and record["peak_mem_mb"] > 0 and record["device"].startswith("cpu")
+        assert (out / "models" / f"{record['variant']}.pt").is_file()
+        assert len(record["cases"]) >= 1 and record["profile"] == "tiny"
+    assert records[0]["params"] == 32**3 and records[0]["iterations"] == 0 and records[0]["train_s_per_iter"] is None
+    assert records[1]["iterations"] == TINY.budget and records[1]["params"] > 1000
+
+
+def test_variants_see_the_same_data_and_seed_whatever_ran_before(results):
+    _, records = results
+    x2ct, twin = records[1], records[2]
+    assert twin["track_b"] == pytest.approx(x2ct["track_b"], rel=1e-5) and twin["params"] == x2ct["params"]
+    assert x2ct["track_b"] != pytest.approx(records[0]["track_b"], rel=1e-3)
+
+
+def test_existing_results_are_refused_before_any_work(results):
+    out, _ = results
+    with pytest.raises(FileExistsError, match="results.json"):
+        benchmark.run(out=str(out), profile="quick", variants=["mean_atlas"])
+
+
+def test_unknown_variants_and_profiles_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="spider"):
+        benchmark.run(out=str(tmp_path), variants=["spider"])
+    with pytest.raises(ValueError, match="profile"):
+        benchmark.run(out=str(tmp_path), profile="huge")
