@@ -8,7 +8,8 @@ In the results folder:
 - ``results.csv``: the same means, one row per variant, flat columns;
 - ``cases.csv``: one row per variant and test case;
 - ``results.md``: the run's settings and three tables (Track B, Track A, efficiency), the best value
-  of each metric in bold (no bold where all are equal); the out-of-distribution table, when there is one, under its own heading;
+  of each metric in bold (no bold where all are equal); the out-of-distribution table, when there is
+  one, under its own heading;
 - ``ood_results.json``: the out-of-distribution records, when there are any;
 - ``comparison.png``: the figure of :mod:`custom.benchmark.figure`.
 
