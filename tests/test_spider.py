@@ -83,16 +83,8 @@ def test_one_phantom_is_overfitted_from_sampled_points_and_a_finer_grid_agrees()
     views = SimulateBiplanarXRay(geometry)(phantom.hu)[None]
     target, labels = hu_to_network(phantom.hu), phantom.labels.long()
     bone = labels == LABELS["bone"]
-    spider = SPIDER(
-        geometry,
-        unet_features=(8, 8, 16, 16, 32, 8),
-        feature_channels=8,
-        hash_levels=6,
-        hash_features=4,
-        hash_log2_table_size=14,
-        hash_base_resolution=4,
-        hash_finest_resolution=64,
-        hidden=(64, 64),
+    spider = _spider(
+        geometry, feature_channels=8, hash_levels=6, hash_features=4, hash_log2_table_size=14, hidden=(64, 64)
     )
     loss, optimiser = SpiderLoss(), torch.optim.Adam(spider.parameters(), lr=3e-3)
     centres, generator = geometry.voxel_centres(torch.float32), torch.Generator().manual_seed(0)
