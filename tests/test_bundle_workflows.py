@@ -21,15 +21,21 @@ from custom.networks.psctnet import psctnet
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 TINY_GEOMETRY = BiplanarGeometry(vol_shape=(32,) * 3, vol_spacing=6.0, det_shape=(32, 32), det_spacing=7.2)
-TINY = [
+TINY_GRID = [
     "--geometry#vol_shape", "[32,32,32]", "--geometry#vol_spacing", "6.0",
     "--geometry#det_shape", "[32,32]", "--geometry#det_spacing", "7.2",
-    "--network_def#preset", "tiny",
 ]  # fmt: skip
-TINY_TRAINING = [
-    *TINY,
+TINY = [*TINY_GRID, "--network_def#preset", "tiny"]
+TRAINING_DATA = [
     "--discriminator_def#channels", "4", "--discriminator_def#num_layers", "1", "--discriminator_def#num_scales", "1",
     "--num_phantoms", "6", "--num_workers", "0",
+]  # fmt: skip
+TINY_TRAINING = [*TINY, *TRAINING_DATA]
+SPIDER_TINY = [
+    *TINY_GRID,
+    "--network_def#unet_features", "[4,4,8,8,16,4]", "--network_def#feature_channels", "4",
+    "--network_def#hash_levels", "4", "--network_def#hash_features", "2", "--network_def#hash_log2_table_size", "10",
+    "--network_def#hidden", "[16]",
 ]  # fmt: skip
 TRAIN = str(CONFIGS / "train.json")
 
@@ -46,11 +52,17 @@ def bundle(
     return result
 
 
-def train(tmp: Path, *extra: str, check: bool = True, config: str = TRAIN, launcher: tuple[str, ...] = ()):
+def train(
+    tmp: Path,
+    *extra: str,
+    check: bool = True,
+    config: str = TRAIN,
+    launcher: tuple[str, ...] = (),
+    network: list[str] = TINY,
+):
     folders = ["--output_dir", str(tmp / "eval"), "--ckpt_dir", str(tmp / "models")]
-    return bundle(
-        "run", "training", "--config_file", config, *folders, *TINY_TRAINING, *extra, check=check, launcher=launcher
-    )
+    options = [*folders, *network, *TRAINING_DATA, *extra]
+    return bundle("run", "training", "--config_file", config, *options, check=check, launcher=launcher)
 
 
 def generator_state(path: Path) -> dict[str, torch.Tensor]:
@@ -214,3 +226,35 @@ def test_evaluation_runs_on_real_ct_scans(tmp_path, tiny_weights):
     rows = list(csv.DictReader((tmp_path / "eval" / "evaluation" / "metrics.csv").open()))
     assert sorted(row["case"] for row in rows) == sorted(p.name for p in scans)
     assert all(0 < float(row["mae_hu"]) < 3072 for row in rows)
+
+
+def test_spider_trains_evaluates_and_infers_ct_and_labels_through_the_bundle(tmp_path):
+    spider_train = json.dumps([TRAIN, str(CONFIGS / "spider_train.json")])
+    train(tmp_path, "--epochs", "2", "--points", "512", config=spider_train, network=SPIDER_TINY)
+    weights = tmp_path / "models" / "spider_model.pt"
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    assert any(name.startswith("hash.") for name in state) and not (tmp_path / "models" / "model.pt").exists()
+    (checkpoint,) = (tmp_path / "eval" / "checkpoints").glob("*.pt")
+    assert {"generator", "g_optimizer", "grad_scaler", "rng", "trainer"} <= torch.load(
+        checkpoint, weights_only=True
+    ).keys()
+    evaluate = json.dumps([TRAIN, str(CONFIGS / "spider_train.json"), str(CONFIGS / "evaluate.json")])
+    folders = ["--output_dir", str(tmp_path / "eval"), "--ckpt_path", str(weights)]
+    bundle("run", "evaluate", "--config_file", evaluate, *folders, *SPIDER_TINY, *TRAINING_DATA)
+    assert list(csv.DictReader((tmp_path / "eval" / "evaluation" / "metrics.csv").open()))
+    inference = json.dumps([str(CONFIGS / "inference.json"), str(CONFIGS / "spider_inference.json")])
+    out = tmp_path / "out"
+    bundle(
+        "run",
+        "inference",
+        "--config_file",
+        inference,
+        "--ckpt_path",
+        str(weights),
+        "--output_dir",
+        str(out),
+        *SPIDER_TINY,
+    )
+    ct, labels = nib.load(out / "sample.nii.gz"), nib.load(out / "sample_labels.nii.gz")
+    assert ct.shape == labels.shape == TINY_GEOMETRY.vol_shape and np.allclose(labels.affine, TINY_GEOMETRY.affine)
+    assert set(np.unique(np.asanyarray(labels.dataobj))) <= {0, 1, 2, 3}

@@ -7,6 +7,7 @@ import torch
 
 from custom.data.outputs import SaveReconstructiond, safe_case_id
 from custom.geometry import BiplanarGeometry
+from custom.phantom import LABELS
 from custom.physics import hu_to_network
 
 GEOMETRY = BiplanarGeometry(vol_shape=(16, 20, 24), vol_spacing=8.0, det_shape=(16, 16), det_spacing=10.0)
@@ -64,3 +65,19 @@ def test_a_ct_without_bone_skips_the_mesh_with_a_warning(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["case_1.nii.gz"] and out["outputs"] == [
         str(tmp_path / "case_1.nii.gz")
     ]
+
+
+def test_a_predicted_label_map_is_written_and_its_bone_class_gives_the_mesh(tmp_path):
+    item = _item(bone=False)  # no bone by HU: the mesh must come from the labels
+    labels = torch.ones(1, *GEOMETRY.vol_shape, dtype=torch.uint8)
+    labels[:, 4:12, 5:15, 6:18] = LABELS["bone"]
+    out = SaveReconstructiond(GEOMETRY, tmp_path, stl=True, preview=False, label_key="pred_labels")(
+        {**item, "pred_labels": labels}
+    )
+    names = ["case_1.nii.gz", "case_1_labels.nii.gz", "case_1_bone.stl"]
+    assert out["outputs"] == [str(tmp_path / name) for name in names]
+    image = nib.load(tmp_path / "case_1_labels.nii.gz")
+    assert image.get_data_dtype() == np.uint8 and np.allclose(image.affine, GEOMETRY.affine)
+    assert np.array_equal(np.asanyarray(image.dataobj), labels[0].numpy())
+    corners = np.frombuffer((tmp_path / "case_1_bone.stl").read_bytes()[84:], dtype=np.uint8).size
+    assert corners > 0

@@ -5,8 +5,10 @@ case named ``<case>`` it writes, in ``output_dir``:
 
 - ``<case>.nii.gz``: the CT in HU, int16, with the CT grid's affine and spacing (never an X-ray's);
 - ``<case>_dicom/`` (``dicom=True``): the same CT as an axial DICOM series;
-- ``<case>_bone.stl`` (``stl=True``): the bone surface at ``bone_hu`` (skipped with a warning when
-  the CT has no voxel above it);
+- ``<case>_labels.nii.gz`` (``label_key`` set, for networks that predict structure such as SPIDER):
+  the predicted label map, uint8, same affine;
+- ``<case>_bone.stl`` (``stl=True``): the bone surface at ``bone_hu``, or with a label map the
+  surface of the predicted bone class (skipped with a warning when there is no bone);
 - ``<case>.png`` (``preview=True``): central CT slices next to the two input X-rays.
 
 A case's outputs are checked before the first is written, so a refusal to overwrite writes nothing,
@@ -26,9 +28,10 @@ from typing import Any
 import torch
 from monai.transforms import MapTransform
 
-from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti
+from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
+from custom.phantom import LABELS
 from custom.physics import network_to_hu
 from custom.preview import montage
 
@@ -61,6 +64,8 @@ class SaveReconstructiond(MapTransform):
         stl: also write the bone surface mesh. Defaults to False.
         bone_hu: the bone surface level, HU. Defaults to 300.
         preview: also write a PNG preview. Defaults to True.
+        label_key: the predicted (1, X, Y, Z) label map to write, whose bone class then gives the
+            STL. Defaults to None (a CT-only network).
         overwrite: replace a case's existing outputs. Defaults to False (FileExistsError, nothing written).
         output_key: where the written paths go in the item (a list of str). Defaults to ``outputs``.
     """
@@ -76,6 +81,7 @@ class SaveReconstructiond(MapTransform):
         stl: bool = False,
         bone_hu: float = 300.0,  # HU
         preview: bool = True,
+        label_key: Hashable | None = None,
         overwrite: bool = False,
         output_key: Hashable = "outputs",
     ) -> None:
@@ -83,14 +89,21 @@ class SaveReconstructiond(MapTransform):
         self.geometry, self.output_dir = geometry, Path(output_dir)
         self.image_key, self.case_key, self.output_key = image_key, case_key, output_key
         self.dicom, self.stl, self.bone_hu, self.preview = dicom, stl, bone_hu, preview
-        self.overwrite = overwrite
+        self.label_key, self.overwrite = label_key, overwrite
 
     def paths(self, case: Any) -> dict[str, Path]:
         """The files a case named ``case`` writes, by kind."""
         stem = safe_case_id(case)
-        wanted = {"nifti": True, "dicom": self.dicom, "stl": self.stl, "preview": self.preview}
+        wanted = {
+            "nifti": True,
+            "labels": self.label_key is not None,
+            "dicom": self.dicom,
+            "stl": self.stl,
+            "preview": self.preview,
+        }
         names = {
             "nifti": f"{stem}.nii.gz",
+            "labels": f"{stem}_labels.nii.gz",
             "dicom": f"{stem}_dicom",
             "stl": f"{stem}_bone.stl",
             "preview": f"{stem}.png",
@@ -105,11 +118,16 @@ class SaveReconstructiond(MapTransform):
         paths = self.paths(case)
         refuse_existing(paths.values(), self.overwrite)
         write_ct_nifti(paths["nifti"], hu, self.geometry, self.overwrite)
+        surface, level = hu, self.bone_hu
+        if "labels" in paths:
+            labels = torch.as_tensor(d[self.label_key]).detach().cpu()
+            write_label_nifti(paths["labels"], labels, self.geometry, self.overwrite)
+            surface, level = (labels == LABELS["bone"]).float(), 0.5  # the bone class's boundary
         if "dicom" in paths:
             write_ct_dicom(paths["dicom"], hu, self.geometry, self.overwrite, patient_id=safe_case_id(case))
         if "stl" in paths:
             try:
-                write_bone_stl(paths["stl"], hu, self.geometry, self.bone_hu, self.overwrite)
+                write_bone_stl(paths["stl"], surface, self.geometry, level, self.overwrite)
             except NoBoneError as error:  # a valid reconstruction without bone: say so, keep the rest
                 warnings.warn(f"{case}: no bone surface written: {error}", stacklevel=2)
                 del paths["stl"]

@@ -61,6 +61,26 @@ def write_ct_nifti(
     return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite)
 
 
+def write_label_nifti(
+    path: str | os.PathLike, labels: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, overwrite: bool = False
+) -> Path:
+    """Write a label map (X, Y, Z) or (1, X, Y, Z) of small integers as uint8 NIfTI with the grid's affine.
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+        ValueError: the map is not on the geometry's grid or holds values outside 0-255.
+    """
+    volume = np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+    volume = volume.reshape(volume.shape[-3:]) if volume.ndim > 3 and volume.shape[0] == 1 else volume
+    if volume.shape != tuple(geometry.vol_shape) or volume.min() < 0 or volume.max() > 255:
+        raise ValueError(f"labels must be (X, Y, Z) = {geometry.vol_shape} in 0-255, got {volume.shape}.")
+    image = nib.Nifti1Image(volume.astype(np.uint8), geometry.affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(geometry.affine, code=1)
+    image.set_sform(geometry.affine, code=1)
+    return atomic_write(path, lambda tmp: nib.save(image, tmp), overwrite)
+
+
 def write_ct_dicom(
     folder: str | os.PathLike,
     hu: torch.Tensor | np.ndarray,
@@ -233,4 +253,4 @@ def write_bone_stl(
     return atomic_write(path, write, overwrite)
 
 
-__all__ = ["NoBoneError", "bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti"]
+__all__ = ["NoBoneError", "bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti", "write_label_nifti"]
