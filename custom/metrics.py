@@ -93,7 +93,12 @@ def ssim_3d(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def bone_dice(pred: torch.Tensor, target: torch.Tensor, threshold_hu: float = BONE_HU) -> torch.Tensor:
     """Dice of the bone masks (HU > ``threshold_hu``): 1 when both are empty, 0 when only one is."""
     pred, target = _pair(pred, target)
-    a, b = (pred > threshold_hu).flatten(1), (target > threshold_hu).flatten(1)
+    return mask_dice(pred > threshold_hu, target > threshold_hu)
+
+
+def mask_dice(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Dice of boolean masks (B, ...) per case: 1 when both are empty, 0 when only one is."""
+    a, b = a.flatten(1), b.to(a.device).flatten(1)
     total = (a.sum(1) + b.sum(1)).double()
     overlap = (a & b).sum(1).double()
     return torch.where(total > 0, 2 * overlap / total.clamp(min=1), torch.ones_like(total))
@@ -196,6 +201,7 @@ __all__ = [
     "bone_dice",
     "case_metrics",
     "mae_hu",
+    "mask_dice",
     "projection_psnr",
     "psnr_3d",
     "ssim_3d",

@@ -19,23 +19,34 @@ TINY = Profile(
         "geometry#vol_spacing": 6.0,
         "geometry#det_shape": [32, 32],
         "geometry#det_spacing": 7.2,
-        "network_def#preset": "tiny",
         "discriminator_def#channels": 4,
         "discriminator_def#num_layers": 1,
         "discriminator_def#num_scales": 1,
+        "points": 256,
+    },
+    networks={
+        "psctnet": {"network_def#preset": "tiny"},
+        "spider": {
+            "network_def#unet_features": [4, 4, 8, 8, 16, 4],
+            "network_def#feature_channels": 4,
+            "network_def#hash_levels": 4,
+            "network_def#hash_features": 2,
+            "network_def#hash_log2_table_size": 10,
+            "network_def#hidden": [16],
+        },
     },
 )
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """A tiny benchmark: the atlas, the X2CT-style generator and an identical twin trained after it."""
+    """A tiny benchmark: the atlas, the X2CT-style generator, an identical twin trained after it, SPIDER."""
     out = tmp_path_factory.mktemp("benchmark")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(PROFILES, "tiny", TINY)
         patch.setitem(VARIANTS, "x2ct_twin", Variant("x2ct_twin", "the same as x2ct", VARIANTS["x2ct"].overrides))
         records = benchmark.run(
-            out=str(out), profile="tiny", variants=["mean_atlas", "x2ct", "x2ct_twin"], device="cpu"
+            out=str(out), profile="tiny", variants=["mean_atlas", "x2ct", "x2ct_twin", "spider"], device="cpu"
         )
     return out, records
 
@@ -45,7 +56,7 @@ def test_every_result_file_is_written_with_one_record_per_variant(results):
     for name in ("results.json", "results.csv", "cases.csv", "results.md", "comparison.png"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "results.json").read_text())[0]["variant"] == "mean_atlas"
-    assert [r["variant"] for r in records] == ["mean_atlas", "x2ct", "x2ct_twin"]
+    assert [r["variant"] for r in records] == ["mean_atlas", "x2ct", "x2ct_twin", "spider"]
     for record in records:
         assert list(record["track_a"]) == list(TRACK_A) and list(record["track_b"]) == list(TRACK_B)
         assert record["infer_ms"] > 0 and record["peak_mem_mb"] > 0 and record["device"].startswith("cpu")
@@ -53,6 +64,9 @@ def test_every_result_file_is_written_with_one_record_per_variant(results):
         assert len(record["cases"]) >= 1 and record["profile"] == "tiny"
     assert records[0]["params"] == 32**3 and records[0]["iterations"] == 0 and records[0]["train_s_per_iter"] is None
     assert records[1]["iterations"] == TINY.budget and records[1]["params"] > 1000
+    assert records[3]["iterations"] == TINY.budget and 0 <= records[3]["structure"]["bone_dice_labels"] <= 1
+    assert "structure" not in records[1] and "Dice of its bone class" in (out / "results.md").read_text()
+    assert "bone_dice_labels" in (out / "cases.csv").read_text().splitlines()[0]
 
 
 def test_variants_see_the_same_data_and_seed_whatever_ran_before(results):
@@ -69,7 +83,7 @@ def test_existing_results_are_refused_before_any_work(results):
 
 
 def test_unknown_variants_and_profiles_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="spider"):
-        benchmark.run(out=str(tmp_path), variants=["spider"])
+    with pytest.raises(ValueError, match="nerf"):
+        benchmark.run(out=str(tmp_path), variants=["nerf"])
     with pytest.raises(ValueError, match="profile"):
         benchmark.run(out=str(tmp_path), profile="huge")

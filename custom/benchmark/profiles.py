@@ -14,7 +14,7 @@ A profile is a set of ``train.json`` overrides plus the iteration budget; ``--bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -26,13 +26,15 @@ class Profile:
         name: ``quick`` or ``full``.
         budget: generator updates per trained variant (batch size 1).
         num_phantoms: phantoms generated when the data is ``phantom``.
-        overrides: ``train.json`` config ids and values (geometry, network size, discriminator).
+        overrides: ``train.json`` config ids and values (geometry, data, discriminator).
+        networks: per network family (a variant's ``family``), its size overrides.
     """
 
     name: str
     budget: int
     num_phantoms: int
     overrides: dict[str, Any]
+    networks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 PROFILES: dict[str, Profile] = {
@@ -46,11 +48,20 @@ PROFILES: dict[str, Profile] = {
             "geometry#vol_spacing": 6.0,  # mm: 192 mm, the default field of view
             "geometry#det_shape": [32, 32],
             "geometry#det_spacing": 7.2,  # mm: one pixel spans one voxel at the isocentre
-            "network_def#preset": "tiny",
-            "network_def#channels": [8, 16, 32, 48],
             "discriminator_def#channels": 16,
             "discriminator_def#num_layers": 2,
             "discriminator_def#num_scales": 1,  # 32 voxels: one scale of two layers
+            "points": 4096,  # SPIDER's query points per case
+        },
+        networks={
+            "psctnet": {"network_def#preset": "tiny", "network_def#channels": [8, 16, 32, 48]},
+            "spider": {
+                "network_def#unet_features": [8, 8, 16, 32, 64, 8],
+                "network_def#feature_channels": 16,
+                "network_def#hash_log2_table_size": 16,
+                "network_def#hash_finest_resolution": 128,
+                "network_def#hidden": [64, 64],
+            },
         },
     ),
     "full": Profile("full", budget=16000, num_phantoms=200, overrides={"split_fractions": [0.9, 0.0, 0.1]}),

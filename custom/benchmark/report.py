@@ -3,7 +3,8 @@
 In the results folder:
 
 - ``results.json``: a list of records, one per variant: ``variant``, ``description``, ``track_a`` and
-  ``track_b`` (means over the test cases), ``params``, ``model_mb``, ``infer_ms``, ``peak_mem_mb``,
+  ``track_b`` (means over the test cases), ``structure`` for networks that predict labels (the Dice
+  of their own bone class), ``params``, ``model_mb``, ``infer_ms``, ``peak_mem_mb``,
   ``train_s_per_iter``, ``iterations``, ``device``, ``profile`` and ``cases`` (each case's values);
 - ``results.csv``: the same means, one row per variant, flat columns;
 - ``cases.csv``: one row per variant and test case;
@@ -53,6 +54,7 @@ HEADINGS = {
     "peak_mem_mb": "peak memory MB",
     "train_s_per_iter": "train s/iter",
     "iterations": "updates",
+    "bone_dice_labels": "Dice of its bone class",
 }
 
 
@@ -68,8 +70,10 @@ def _strict(value: Any) -> Any:
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV; columns are every row's keys in first-seen order, blank where a row has none."""
     table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=list(rows[0]), lineterminator="\n")
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    writer = csv.DictWriter(table, fieldnames=columns, restval="", lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return table.getvalue()
@@ -106,6 +110,13 @@ def markdown(records: list[dict[str, Any]], ood_records: list[dict[str, Any]], s
     lines += [f"- {key}: {value}" for key, value in settings.items()]
     lines += ["", "Means over the held-out test cases; best in bold. Track B (physical, our primary):", ""]
     lines += _table(records, TRACK_B, lambda r: [r["track_b"][n] for n in TRACK_B], best=True)
+    structured = [r for r in records if "structure" in r]
+    if structured:
+        lines += ["", "Networks that predict structure: their bone class against the thresholded CT's bone:", ""]
+        names = ("bone_dice_labels", "bone_dice")
+        lines += _table(
+            structured, names, lambda r: [r["structure"]["bone_dice_labels"], r["track_b"]["bone_dice"]], False
+        )
     lines += ["", "Track A (paper-compatible: bone only, zero-error slices = 100 dB; peak 4095 shown apart):", ""]
     lines += _table(records, TRACK_A, lambda r: [r["track_a"][n] for n in TRACK_A], best=True)
     lines += ["", "Efficiency (batch 1; training seconds include data loading and simulation):", ""]

@@ -4,7 +4,8 @@ For each selected :data:`~custom.benchmark.variants.VARIANTS` entry:
 
 1. build the bundle's training config (``train.json`` + the profile's and the variant's overrides) and
    seed everything with the same seed, so every method sees the same cases in the same order with
-   the same augmentations; the training cases are rendered (or loaded) once and shared;
+   the same augmentations; the training cases are rendered (or loaded) once and shared (with
+   structure labels, posed with the CT, when a selected network predicts them);
 2. train it with the bundle's own trainer for exactly ``budget`` generator updates (learning rate
    constant for the first half of the epochs, then falling linearly: the paper's 50 + 50 schedule
    scaled to the budget), or fit a baseline in one pass over the same training data; no validation,
@@ -44,6 +45,8 @@ from custom.benchmark.report import OUTPUTS, write_results
 from custom.benchmark.variants import VARIANTS, Variant
 from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
+from custom.metrics import BONE_HU, mask_dice
+from custom.phantom import LABELS
 from custom.physics import network_to_hu
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +104,24 @@ def train(parser: ConfigParser, variant: Variant, budget: int) -> tuple[nn.Modul
 
 @torch.no_grad()
 def evaluate(model: nn.Module, cases: Sequence[dict], evaluator: CaseEvaluator, device: torch.device) -> list[dict]:
-    """Each case's reconstruction (HU, on the CPU) and its Track A and B metrics."""
+    """Each case's reconstruction (HU, on the CPU) and its Track A and B metrics.
+
+    A model with more than one output channel (SPIDER: intensity + class logits) is measured on its
+    first channel, and its predicted bone class gets its own Dice (``structure``: against the
+    reference's bone label, or the reference CT above 300 HU where a case has no labels).
+    """
     model.eval()
     results = []
     for case in cases:
         views = torch.as_tensor(case["image"]).float()
-        pred = network_to_hu(model(views[None].to(device)).float().cpu())[0]  # (1, X, Y, Z) HU
-        target = network_to_hu(torch.as_tensor(case["label"]).float())
-        results.append({"case": str(case["case"]), "pred": pred, **evaluator(pred, target, views)})
+        output = model(views[None].to(device)).float().cpu()[0]  # (1 [+ C], X, Y, Z)
+        pred, target = network_to_hu(output[:1]), network_to_hu(torch.as_tensor(case["label"]).float())
+        result = {"case": str(case["case"]), "pred": pred, **evaluator(pred, target, views)}
+        if output.shape[0] > 1:  # a network that predicts structure: the Dice of its own bone class
+            reference = torch.as_tensor(case["labels"]) == LABELS["bone"] if "labels" in case else target > BONE_HU
+            predicted = output[1:].argmax(0, keepdim=True) == LABELS["bone"]
+            result["structure"] = {"bone_dice_labels": mask_dice(predicted, reference).item()}
+        results.append(result)
     return results
 
 
@@ -137,16 +150,23 @@ def _test_cases(parser: ConfigParser, source: str, split: str) -> list[dict]:
     """The evaluation inputs and references of one split, prepared as the bundle's validation prepares them."""
     parser = ConfigParser(copy.deepcopy(parser.get()))
     parser.update({"dataset_dir": source, "validate#datalist#split": split})
+    parser["keep_keys"] = {
+        "_target_": "SelectItemsd",
+        "keys": ["case", "image", "label", "labels"],
+        "allow_missing_keys": True,
+    }
     return list(parser.get_parsed_content("validate#dataset"))
 
 
 def summary(results: list[dict]) -> dict[str, Any]:
     """Mean of each metric over the cases, per track, and every case's values."""
+    tracks = {**TRACKS, "structure": ("bone_dice_labels",)} if "structure" in results[0] else TRACKS
     means = {
         track: {name: summarise([r[track][name] for r in results])["mean"] for name in names}
-        for track, names in TRACKS.items()
+        for track, names in tracks.items()
     }
-    return {**means, "cases": [{"case": r["case"], **r["track_a"], **r["track_b"]} for r in results]}
+    cases = [{"case": r["case"], **{k: v for track in tracks for k, v in r[track].items()}} for r in results]
+    return {**means, "cases": cases}
 
 
 def run(
@@ -209,7 +229,10 @@ def run(
     started = time.perf_counter()
 
     # 1. the data, once: training cases cached, test (and out-of-distribution) cases prepared
-    base = variant_config(root, Variant("data", ""), overrides)
+    structured = [VARIANTS[n] for n in names if VARIANTS[n].family == "spider"]  # they need structure labels
+    base = variant_config(
+        root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
+    )
     set_determinism(seed)
     train_cases: CacheDataset = base.get_parsed_content("train#dataset")
     epochs = math.ceil(budget / math.ceil(len(train_cases) / base.get_parsed_content("batch_size")))
@@ -224,7 +247,8 @@ def run(
     context = get_context("spawn")
     for name in names:
         variant = VARIANTS[name]
-        parser = variant_config(root, variant, overrides)
+        variant_overrides = {**overrides, **settings.networks.get(variant.family, {})}
+        parser = variant_config(root, variant, variant_overrides)
         parser["train#dataset"] = train_cases
         set_determinism(seed)
         model, iterations, seconds_per_iteration = train(parser, variant, budget)
@@ -232,7 +256,9 @@ def run(
         results = evaluate(model, test_cases, evaluator, device)
         reconstructions[name] = results[0]["pred"]
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            efficiency = pool.submit(measure_inference, str(root), variant, overrides, str(weights[name])).result()
+            efficiency = pool.submit(
+                measure_inference, str(root), variant, variant_overrides, str(weights[name])
+            ).result()
         cases = summary(results)
         record = {
             "variant": name,

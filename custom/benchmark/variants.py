@@ -7,9 +7,9 @@ uses the same data pipeline, simulator, losses, optimisers and schedule, and dif
 method does.
 
 Order of :data:`VARIANTS`: the two fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
-ablations as in the paper's table, then all modules. Another network (SPIDER) joins by adding a
-variant whose ``config_files`` hold its bundle override configs (its network and loss); the
-benchmark needs nothing else from it.
+ablations as in the paper's table, all modules, then SPIDER and its decoder ablations (two branches,
+two stages). Another network joins by adding a variant whose ``config_files`` hold its bundle
+override configs (its network, loss and trainer); the benchmark needs nothing else from it.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class Variant:
         config_files: bundle configs layered over ``train.json``, relative to the bundle root.
         fitted: a baseline class ``cls(geometry=...)`` with ``fit(loader)``, fitted in one pass over
             the training data instead of trained; None for a network trained by the bundle's trainer.
+        family: the network family whose size overrides a profile applies (``psctnet`` or ``spider``).
     """
 
     name: str
@@ -41,6 +42,7 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)
     config_files: tuple[str, ...] = ()
     fitted: type[nn.Module] | None = None
+    family: str = "psctnet"
 
 
 _ABLATION_DESCRIPTIONS = {
@@ -61,6 +63,16 @@ VARIANTS: dict[str, Variant] = {
     ),
     **{
         name: Variant(name, _ABLATION_DESCRIPTIONS[name], overrides={"network_def#variant": name}) for name in ABLATIONS
+    },
+    **{
+        name: Variant(
+            name, description, {"network_def#decoder": decoder}, ("configs/spider_train.json",), family="spider"
+        )
+        for name, decoder, description in (
+            ("spider", "shared", "SPIDER: implicit decoder, intensity + structure from one shared MLP"),
+            ("spider_two_branch", "two_branch", "SPIDER, two decoder branches (intensity, structure)"),
+            ("spider_two_stage", "two_stage", "SPIDER, two stages (structure, then intensity)"),
+        )
     },
 }
 
