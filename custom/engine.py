@@ -99,7 +99,43 @@ class RandomState:
             transform.R.set_state(_numpy_state(generator))
 
 
-class PairedGanTrainer(Trainer):
+class CudaAmpTrainer(Trainer):
+    """A MONAI :class:`~monai.engines.Trainer` whose mixed precision is on only where it applies (CUDA).
+
+    The bundle's trainers build on it; the arguments are :class:`~monai.engines.Trainer`'s
+    (``train_data_loader`` is its ``data_loader``, ``key_train_metric`` its ``key_metric``,
+    ``train_handlers`` its ``handlers``).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        amp: bool = False,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        key_train_metric: dict | None = None,
+        train_handlers: Sequence | None = None,
+        postprocessing: Callable | None = None,
+        decollate: bool = False,
+    ) -> None:
+        device = torch.device(device)
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            data_loader=train_data_loader,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            key_metric=key_train_metric,
+            handlers=train_handlers,
+            postprocessing=postprocessing,
+            amp=amp and device.type == "cuda",
+            decollate=decollate,
+        )
+
+
+class PairedGanTrainer(CudaAmpTrainer):
     """Conditional GAN training on paired (X-rays, CT) batches: a discriminator step, then a generator step.
 
     Args:
@@ -144,26 +180,24 @@ class PairedGanTrainer(Trainer):
         postprocessing: Callable | None = None,
         decollate: bool = False,
     ) -> None:
-        device = torch.device(device)
-        amp = amp and device.type == "cuda"
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            key_metric=key_train_metric,
-            handlers=train_handlers,
-            postprocessing=postprocessing,
-            amp=amp,
-            decollate=decollate,
+            device,
+            max_epochs,
+            train_data_loader,
+            amp,
+            epoch_length,
+            non_blocking,
+            key_train_metric,
+            train_handlers,
+            postprocessing,
+            decollate,
         )
         self.network, self.discriminator = generator, discriminator
         self.optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.loss_function = loss_function
         self.image_key, self.target_key = image_key, target_key
-        self.g_scaler = torch.amp.GradScaler("cuda", enabled=amp)
-        self.d_scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
         scaler.scale(loss).backward()
@@ -210,4 +244,4 @@ class PairedGanTrainer(Trainer):
         return engine.state.output
 
 
-__all__ = ["PairedGanTrainer", "RandomState", "linear_decay_schedule"]
+__all__ = ["CudaAmpTrainer", "PairedGanTrainer", "RandomState", "linear_decay_schedule"]

@@ -12,14 +12,14 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from monai.engines import Trainer
 from monai.engines.utils import IterationEvents
 
 from custom.data.points import sample_voxels
+from custom.engine import CudaAmpTrainer
 from custom.phantom import LABELS
 
 
-class PointSampledTrainer(Trainer):
+class PointSampledTrainer(CudaAmpTrainer):
     """Supervised training of a network with ``view_features(views)`` and ``query(features, points)``.
 
     Args:
@@ -35,7 +35,7 @@ class PointSampledTrainer(Trainer):
         image_key, target_key, labels_key: batch keys. Default to ``image``, ``label``, ``labels``.
         amp: mixed precision on CUDA (ignored elsewhere). Defaults to False.
         epoch_length, non_blocking, train_handlers, postprocessing, decollate: as
-            :class:`~monai.engines.Trainer`.
+            :class:`~custom.engine.CudaAmpTrainer`.
 
     Each iteration's output: the floats ``loss``, ``rec`` and ``seg``. Points are drawn from torch's
     global random state, which the bundle's checkpoints carry, so a resume continues exactly. One
@@ -62,23 +62,21 @@ class PointSampledTrainer(Trainer):
         postprocessing: Callable | None = None,
         decollate: bool = False,
     ) -> None:
-        device = torch.device(device)
-        amp = amp and device.type == "cuda"
         super().__init__(
-            device=device,
-            max_epochs=max_epochs,
-            data_loader=train_data_loader,
-            epoch_length=epoch_length,
-            non_blocking=non_blocking,
-            handlers=train_handlers,
+            device,
+            max_epochs,
+            train_data_loader,
+            amp,
+            epoch_length,
+            non_blocking,
+            train_handlers=train_handlers,
             postprocessing=postprocessing,
-            amp=amp,
             decollate=decollate,
         )
         self.network, self.optimizer, self.loss_function = network, optimizer, loss_function
         self.points, self.boundary_fraction = points, boundary_fraction
         self.image_key, self.target_key, self.labels_key = image_key, target_key, labels_key
-        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=amp)
+        self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
     def _iteration(self, engine: PointSampledTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
         if batchdata is None:
