@@ -14,10 +14,17 @@ Yu et al., "Structure-Preferential Implicit Deep Network for Biplanar X-ray Reco
    (SPIDER), or the paper's ablations: two branches from the same input, or two stages (structure
    first, its probabilities then feeding the intensity).
 
-Outputs per point: the intensity on the networks' [0, 1] scale (sigmoid; :mod:`custom.physics`) and
-``C`` structure logits (phantom labels: background, soft tissue, brain, bone). :meth:`SPIDER.forward`
+Outputs per point: the intensity on the networks' [0, 1] scale (:mod:`custom.physics`) and ``C``
+structure logits (phantom labels: background, soft tissue, brain, bone). :meth:`SPIDER.forward`
 queries every voxel centre of the configured grid in chunks, so the bundle treats SPIDER like any
 network; :meth:`SPIDER.volume` queries any other grid over the same field of view.
+
+The intensity, as in the paper, comes through a sigmoid from mid-grey with ``residual=False``. By
+default (``residual=True``, our deviation, shared with the bundle's PSCT-Net) it is the training set's
+mean CT (the atlas of :class:`~custom.networks.floor.VoxelwiseLinearFloor`, fitted before training and
+sampled trilinearly at the point) plus the decoder's correction, whose output layer starts at zero:
+an untrained SPIDER returns the atlas, so a benchmark compares what the methods learn, not how far
+each starts from the CT scale. Outside training the intensity is clipped to [0, 1].
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from monai.networks.nets import BasicUNet
 from torch import nn
 
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.networks.floor import VoxelwiseLinearFloor
 from custom.networks.hash_encoding import HashEncoding
 
 DECODERS = ("shared", "two_branch", "two_stage")
@@ -59,6 +67,8 @@ class SPIDER(nn.Module):
         hidden: the decoder MLP's hidden widths. Defaults to (128, 128, 128).
         decoder: ``shared`` (SPIDER), ``two_branch`` or ``two_stage``. Defaults to ``shared``.
         chunk_size: points per decoder call when querying a whole grid. Defaults to 2^16.
+        residual: the intensity is the atlas plus a zero-initialised correction (see the module
+            docstring) instead of a sigmoid. Defaults to True.
 
     Raises:
         ValueError: an unknown decoder or fewer than two classes.
@@ -78,6 +88,7 @@ class SPIDER(nn.Module):
         hidden: Sequence[int] = (128, 128, 128),
         decoder: str = "shared",
         chunk_size: int = 2**16,
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if decoder not in DECODERS:
@@ -99,6 +110,11 @@ class SPIDER(nn.Module):
             self.heads = nn.ModuleList([mlp(code, hidden, 1), mlp(code, hidden, num_classes)])
         else:  # two_stage: structure first, then intensity from the code and the class probabilities
             self.heads = nn.ModuleList([mlp(code, hidden, num_classes), mlp(code + num_classes, hidden, 1)])
+        self.floor = VoxelwiseLinearFloor(self.geometry, "atlas") if residual else None
+        if residual:  # the intensity output starts at zero: an untrained SPIDER returns the atlas
+            last = (self.heads[0] if decoder != "two_stage" else self.heads[1])[-1]
+            nn.init.zeros_(last.weight[:1])
+            nn.init.zeros_(last.bias[:1])
 
     def view_features(self, views: torch.Tensor) -> torch.Tensor:
         """(B, 2, H, W) -> (B, 2, F, H, W): the shared UNet applied to each view."""
@@ -138,7 +154,17 @@ class SPIDER(nn.Module):
         else:
             logits = self.heads[0](code)
             intensity = self.heads[1](torch.cat([code, logits.softmax(-1)], dim=-1))
-        return torch.cat([intensity.sigmoid(), logits], dim=-1)
+        if self.floor is None:
+            return torch.cat([intensity.sigmoid(), logits], dim=-1)
+        intensity = self.atlas(points) + intensity
+        return torch.cat([intensity if self.training else intensity.clamp(0, 1), logits], dim=-1)
+
+    def atlas(self, points: torch.Tensor) -> torch.Tensor:
+        """The floor's atlas at world points (B, N, 3), mm, trilinear: (B, N, 1)."""
+        atlas = self.floor.offset.to(points.dtype).expand(points.shape[0], -1, -1, -1, -1)  # (B, 1, X, Y, Z)
+        grid = (self.unit_cube(points) * 2 - 1).flip(-1)  # grid_sample wants (z, y, x) for (X, Y, Z) volumes
+        sampled = nn.functional.grid_sample(atlas, grid[:, :, None, None], align_corners=False)  # (B, 1, N, 1, 1)
+        return sampled[:, 0, :, :, 0]
 
     def volume(self, views: torch.Tensor, vol_shape: Sequence[int] | None = None) -> torch.Tensor:
         """Query every voxel centre of a grid over the field of view: (B, 1 + C, X, Y, Z).
