@@ -193,7 +193,7 @@ def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> None:
         print(f"wrote {json}")
 
 
-NETWORK_OPS = ("generator_fwd", "generator_fwd_bwd", "discriminator_fwd", "discriminator_fwd_bwd")
+NETWORK_OPS = ("generator_fwd", "generator_fwd_bwd", "discriminator_fwd", "discriminator_fwd_bwd", "train_iteration")
 
 
 def measure_network(op: str, size: int, preset: str, device: str, dtype: str, repeats: int, warmup: int) -> dict:
@@ -201,8 +201,12 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
 
     ``*_fwd`` runs in eval mode without autograd; ``*_fwd_bwd`` in train mode, forward then backward
     of the mean output (gradients cleared between calls). The discriminator is the default
-    :class:`MultiScalePatchDiscriminator3d`, conditioned on a prior volume.
+    :class:`MultiScalePatchDiscriminator3d`, conditioned on a prior volume. ``train_iteration`` is one
+    update of :class:`~custom.engine.PairedGanTrainer` after the warm-up (discriminator step, then the
+    generator step on LSGAN + volume L1 + projection L1; Adam), what a training iteration costs.
     """
+    from custom.engine import PairedGanTrainer
+    from custom.losses import GeneratorLoss
     from custom.networks.discriminator import MultiScalePatchDiscriminator3d
     from custom.networks.psctnet import parameter_counts, psctnet
     from custom.networks.selective_scan import selective_scan_backend
@@ -211,17 +215,25 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
     baseline = memory_baseline(dev)
     geometry = BiplanarGeometry().resampled((size,) * 3, (size, size))
     generator = torch.Generator(dev).manual_seed(0)
-    if op.startswith("generator"):
+    views = torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt)
+    if op.startswith("generator") or op == "train_iteration":
         model = psctnet(preset, geometry).to(dev, dt)
-        inputs = (torch.rand(1, len(VIEW_NAMES), size, size, generator=generator, device=dev, dtype=dt),)
+        inputs = (views,)
     else:
         model = MultiScalePatchDiscriminator3d().to(dev, dt)
         inputs = tuple(torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt) for _ in "vp")
     backward = op.endswith("_bwd")
     model.train(backward)
+    if op == "train_iteration":
+        discriminator = MultiScalePatchDiscriminator3d().to(dev, dt)
+        optimizers = [torch.optim.Adam(m.parameters()) for m in (model, discriminator)]
+        trainer = PairedGanTrainer(dev, 1, [], model, discriminator, *optimizers, GeneratorLoss(model.projector))
+        target = torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt)
 
     def run() -> None:
-        if backward:
+        if op == "train_iteration":
+            trainer.train_step(views, target, adversarial=True)
+        elif backward:
             model.zero_grad(set_to_none=True)
             output = model(*inputs)
             sum(o.float().mean() for o in (output if isinstance(output, list) else [output])).backward()
@@ -234,7 +246,7 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
     return {
         "op": op,
         "size": size,
-        "preset": preset if op.startswith("generator") else "default",
+        "preset": preset if not op.startswith("discriminator") else "default",
         "params": parameter_counts(model)["total"],
         "device": device_name(dev),
         "dtype": dtype,
@@ -259,8 +271,9 @@ def networks(
 ) -> None:
     """Benchmark the generator (per preset) and the discriminator; print and optionally save JSON records.
 
-    Records have the projector benchmark's form plus ``preset`` and ``params``. Discriminator records
-    are made once per size (they do not depend on the generator preset).
+    Records have the projector benchmark's form plus ``preset`` and ``params`` (the generator's, for
+    ``train_iteration``). Discriminator records are made once per size (they do not depend on the
+    generator preset).
 
     Args:
         json: where to write the records. Defaults to printing only.
@@ -281,7 +294,7 @@ def networks(
         (measure_network, op, int(size), preset, device, dtype, repeats, warmup)
         for size in sizes
         for op in ops
-        for preset in (presets if op.startswith("generator") else presets[:1])
+        for preset in (presets[:1] if op.startswith("discriminator") else presets)
     ]
     _run_records(jobs, json, overwrite)
 

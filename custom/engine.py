@@ -149,13 +149,16 @@ class PairedGanTrainer(CudaAmpTrainer):
         loss_function: the generator objective; its projector also makes the discriminator's
             condition (the BP-I prior of the views) when the discriminator is conditioned.
         image_key, target_key: batch keys. Default to ``image`` and ``target``.
-        amp: mixed precision on CUDA (ignored elsewhere). Defaults to False.
-        epoch_length, non_blocking, key_train_metric, train_handlers, postprocessing, decollate: as
-            :class:`~monai.engines.Trainer` (``handlers`` there).
+        adversarial_start: the supervised warm-up, in iterations: during the first
+            ``adversarial_start`` iterations the discriminator neither trains nor enters the
+            generator's objective (volume and projection L1 only); from the next one on, both run as in
+            PSCT-Net. Defaults to 0 (the paper's objective throughout).
+        trainer_args: ``amp``, ``epoch_length``, ``non_blocking``, ``key_train_metric``,
+            ``train_handlers``, ``postprocessing``, ``decollate``, as :class:`CudaAmpTrainer`.
 
     Each iteration's output: ``image``, ``label`` (the target), ``pred`` (detached) and the floats
-    ``loss`` (generator total), ``d_loss``, ``adv``, ``rec``, ``proj``; with ``decollate``, a list of
-    one such dict per case with the floats repeated (what MONAI handlers' ``from_engine(...,
+    ``loss`` (generator total), ``d_loss`` (0 during the warm-up), ``adv``, ``rec``, ``proj``; with
+    ``decollate``, a list of one such dict per case with the floats repeated (what MONAI handlers' ``from_engine(...,
     first=True)`` expects, e.g. ``--tracking mlflow``). With ``amp``, checkpoint
     ``g_scaler`` and ``d_scaler`` too for an exact resume.
     """
@@ -172,26 +175,13 @@ class PairedGanTrainer(CudaAmpTrainer):
         loss_function: GeneratorLoss,
         image_key: str = "image",
         target_key: str = "target",
-        amp: bool = False,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        key_train_metric: dict | None = None,
-        train_handlers: Sequence | None = None,
-        postprocessing: Callable | None = None,
-        decollate: bool = False,
+        adversarial_start: int = 0,
+        **trainer_args: Any,
     ) -> None:
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp,
-            epoch_length,
-            non_blocking,
-            key_train_metric,
-            train_handlers,
-            postprocessing,
-            decollate,
-        )
+        if adversarial_start < 0:
+            raise ValueError(f"adversarial_start must be >= 0, got {adversarial_start}.")
+        super().__init__(device, max_epochs, train_data_loader, **trainer_args)
+        self.adversarial_start = adversarial_start
         self.network, self.discriminator = generator, discriminator
         self.optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.loss_function = loss_function
@@ -204,42 +194,60 @@ class PairedGanTrainer(CudaAmpTrainer):
         scaler.step(optimizer)
         scaler.update()
 
-    def _iteration(self, engine: PairedGanTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
+    def adversarial(self, iteration: int) -> bool:
+        """Whether the adversarial term runs at this (1-based) iteration: after the warm-up, with a weight."""
+        return iteration > self.adversarial_start and self.loss_function.lambda_adv > 0
+
+    def train_step(self, views: torch.Tensor, target: torch.Tensor, adversarial: bool = True) -> dict[str, Any]:
+        """One update of both networks on a batch already on the device; the iteration's output dict.
+
+        Args:
+            views: (B, 2, H, W) X-rays.
+            target: (B, 1, X, Y, Z) CTs on the networks' scale.
+            adversarial: run the discriminator step and the generator's LSGAN term (False: the
+                supervised warm-up).
+        """
         self.network.train()  # a validation run between epochs leaves the networks in eval mode
         self.discriminator.train()
-        device = engine.state.device
-        views = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=self.non_blocking)
-        target = torch.as_tensor(batchdata[self.target_key]).to(device, non_blocking=self.non_blocking)
-        autocast = torch.autocast(device.type, enabled=self.amp)
+        autocast = torch.autocast(views.device.type, enabled=self.amp)
         # 1. generate; the discriminator's condition is the views' BP-I prior
         prior = None
-        if getattr(getattr(self.discriminator, "module", self.discriminator), "conditioned", False):  # DDP or not
+        discriminator = getattr(self.discriminator, "module", self.discriminator)  # DDP or not
+        if adversarial and getattr(discriminator, "conditioned", False):
             prior = self.loss_function.projection.projector.backproject(views)
         with autocast:
             fake = self.network(views)
         # 2. discriminator step: real CTs toward 1, generated toward 0
-        self.d_optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            d_loss = lsgan_discriminator_loss(
-                self.discriminator(target, prior), self.discriminator(fake.detach(), prior)
-            )
-        self._step(d_loss, self.d_optimizer, self.d_scaler)
+        d_loss = torch.zeros(())
+        if adversarial:
+            self.d_optimizer.zero_grad(set_to_none=True)
+            with autocast:
+                d_loss = lsgan_discriminator_loss(
+                    self.discriminator(target, prior), self.discriminator(fake.detach(), prior)
+                )
+            self._step(d_loss, self.d_optimizer, self.d_scaler)
         # 3. generator step: fool the discriminator, match the CT and its projections
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
-            logits = self.discriminator(fake, prior) if self.loss_function.lambda_adv > 0 else None
+            logits = self.discriminator(fake, prior) if adversarial else None
         terms = self.loss_function(fake.float(), target.float(), logits)  # float32: projections sum many voxels
         self._step(terms["loss"], self.optimizer, self.g_scaler)
         self.discriminator.zero_grad(set_to_none=True)  # the generator step left gradients there
-        engine.state.output = {
+        return {
             "image": views,
             "label": target,
             "pred": fake.detach(),
             "d_loss": d_loss.item(),
             **{name: value.item() for name, value in terms.items()},
         }
+
+    def _iteration(self, engine: PairedGanTrainer, batchdata: dict[str, torch.Tensor]) -> dict[str, Any]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        device = engine.state.device
+        views = torch.as_tensor(batchdata[self.image_key]).to(device, non_blocking=self.non_blocking)
+        target = torch.as_tensor(batchdata[self.target_key]).to(device, non_blocking=self.non_blocking)
+        engine.state.output = self.train_step(views, target, self.adversarial(engine.state.iteration))
         engine.fire_event(IterationEvents.MODEL_COMPLETED)  # MONAI's decollation and post-processing run here
         return engine.state.output
 

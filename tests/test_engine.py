@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.transforms import Compose, Lambdad
@@ -14,6 +15,7 @@ from custom.engine import PairedGanTrainer, RandomState, linear_decay_schedule
 from custom.geometry import BiplanarGeometry
 from custom.losses import GeneratorLoss
 from custom.networks.discriminator import MultiScalePatchDiscriminator3d
+from custom.networks.floor import fit_floor
 from custom.networks.psctnet import psctnet
 from custom.physics import hu_to_network
 
@@ -50,8 +52,18 @@ def _run(epochs: int, checkpoint_dir=None, resume_from=None, workers: int = 0) -
         handlers.append(CheckpointSaver(str(checkpoint_dir), state, save_interval=1, n_saved=1, epoch_level=True))
     if resume_from is not None:
         handlers.append(CheckpointLoader(str(resume_from), state))
+    fit_floor(generator, loader, label_key="target")  # as the bundle does before a fresh run (a resumed one loads it)
     trainer = PairedGanTrainer(
-        "cpu", epochs, loader, generator, discriminator, g_optimizer, d_optimizer, loss, train_handlers=handlers
+        "cpu",
+        epochs,
+        loader,
+        generator,
+        discriminator,
+        g_optimizer,
+        d_optimizer,
+        loss,
+        adversarial_start=4,  # the warm-up ends in the second epoch, after the interruption
+        train_handlers=handlers,
     )
     state["trainer"] = trainer
     trainer.run()
@@ -97,6 +109,38 @@ def test_an_iteration_updates_both_networks_and_reports_the_terms():
     n_generator = len(list(generator.parameters()))
     assert any(changed[:n_generator]) and any(changed[n_generator:])
     assert all(p.grad is None for p in discriminator.parameters())  # no stale generator-step gradients
+
+
+def test_the_adversarial_term_switches_on_after_the_configured_warm_up():
+    generator = psctnet("tiny", GEOMETRY)
+    discriminator = MultiScalePatchDiscriminator3d(channels=2, num_layers=1, num_scales=1)
+    batch = {"image": torch.rand(1, 2, 16, 16), "target": torch.rand(1, 1, 16, 16, 16)}
+    trainer = PairedGanTrainer(
+        "cpu",
+        4,
+        [batch],
+        generator,
+        discriminator,
+        torch.optim.SGD(generator.parameters(), lr=0.1),
+        torch.optim.SGD(discriminator.parameters(), lr=0.1),
+        GeneratorLoss(generator.projector),
+        adversarial_start=2,
+    )
+    seen = []
+
+    def record(engine):
+        weights = torch.cat([p.detach().flatten() for p in discriminator.parameters()])
+        seen.append((engine.state.output["d_loss"], engine.state.output["adv"], weights.clone()))
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, record)
+    initial = torch.cat([p.detach().flatten() for p in discriminator.parameters()])
+    trainer.run()
+    (d1, adv1, w1), (d2, adv2, w2), (d3, adv3, w3), (d4, adv4, _) = seen
+    assert d1 == d2 == adv1 == adv2 == 0 and torch.equal(w1, initial) and torch.equal(w2, initial)
+    assert d3 > 0 and adv3 > 0 and not torch.equal(w3, initial)  # iteration 3: the first adversarial one
+    assert d4 > 0 and adv4 > 0
+    with pytest.raises(ValueError):
+        PairedGanTrainer("cpu", 1, [], generator, discriminator, None, None, None, adversarial_start=-1)
 
 
 def test_linear_decay_schedule():
