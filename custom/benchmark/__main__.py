@@ -1,8 +1,13 @@
-"""Command line of the side-by-side benchmark: ``python -m custom.benchmark run [--quick] --out DIR``."""
+"""Command line of the side-by-side benchmark and the learning curves.
+
+    python -m custom.benchmark run [--quick] --out DIR
+    python -m custom.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --out DIR
+"""
 
 import fire
 
+from custom.benchmark.curves import curves
 from custom.benchmark.run import run
 
 if __name__ == "__main__":
-    fire.Fire({"run": run}, serialize=lambda records: None)  # the results are in files, not printed
+    fire.Fire({"run": run, "curves": curves}, serialize=lambda records: None)  # the results are in files, not printed

@@ -7,7 +7,11 @@ so the benchmark trains, saves, times and evaluates every method the same way:
   knowing only the population);
 - :class:`CalibratedBackProjection`: the BP-I prior of PSCT-Net (the unfiltered back-projection of
   both views, averaged) mapped to the CT scale by the least-squares line fitted over every training
-  voxel (what geometry alone gives, with no learning beyond two numbers).
+  voxel (what geometry alone gives, with no learning beyond two numbers);
+- :class:`VoxelwiseBackProjection`: the same prior mapped by a least-squares gain and offset fitted
+  per voxel (:class:`~custom.networks.floor.VoxelwiseLinearFloor`, the floor the residual generators
+  start from): what geometry and the population give with no network at all. A learned model that
+  does not beat it clearly has learned nothing the geometry did not already give.
 
 Call :meth:`fit` with batches ``{"image": views, "label": CT}`` (a MONAI data loader) before use.
 """
@@ -21,6 +25,7 @@ from torch import nn
 
 from custom.geometry import BiplanarGeometry
 from custom.networks.backprojection import BackProjectionPrior
+from custom.networks.floor import VoxelwiseLinearFloor
 from custom.projector import Projector
 
 
@@ -100,4 +105,28 @@ class CalibratedBackProjection(nn.Module):
         return (self.scale * self.prior(views) + self.offset).clamp(0, 1)
 
 
-__all__ = ["CalibratedBackProjection", "MeanAtlas"]
+class VoxelwiseBackProjection(nn.Module):
+    """BP-I, ``gain * backproject(views) + offset`` with a gain and an offset per voxel, clipped to [0, 1].
+
+    Args:
+        geometry: the acquisition. Defaults to ``BiplanarGeometry()``.
+    """
+
+    def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
+        super().__init__()
+        geometry = (
+            BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
+        )
+        self.floor = VoxelwiseLinearFloor(geometry)
+
+    def fit(self, loader: Iterable[Mapping[str, torch.Tensor]]) -> VoxelwiseBackProjection:
+        """The least-squares gain and offset of every voxel over the training cases."""
+        self.floor.fit(loader)
+        return self
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        """(B, 2, H, W) -> (B, 1, X, Y, Z) on the [0, 1] scale."""
+        return self.floor(views).clamp(0, 1)
+
+
+__all__ = ["CalibratedBackProjection", "MeanAtlas", "VoxelwiseBackProjection"]

@@ -69,6 +69,11 @@ def _strict(value: Any) -> Any:
     return value
 
 
+def strict_json(value: Any) -> str:
+    """``value`` as indented strict JSON text (non-finite floats as strings), with a final newline."""
+    return json.dumps(_strict(value), indent=2, allow_nan=False) + "\n"
+
+
 def _csv(rows: list[dict[str, Any]]) -> str:
     """Rows as CSV; columns are every row's keys in first-seen order, blank where a row has none."""
     table = io.StringIO()
@@ -150,16 +155,16 @@ def write_results(
     ]
     cases = [{"variant": r["variant"], **case} for r in records for case in r["cases"]]
     texts = {
-        "results.json": json.dumps(_strict(records), indent=2, allow_nan=False) + "\n",
+        "results.json": strict_json(records),
         "results.csv": _csv(means),
         "cases.csv": _csv(cases),
         "results.md": markdown(records, ood_records, settings),
     }
     if ood_records:
-        texts["ood_results.json"] = json.dumps(_strict(ood_records), indent=2, allow_nan=False) + "\n"
+        texts["ood_results.json"] = strict_json(ood_records)
     for name, text in texts.items():
         atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text), overwrite)
     atomic_write(out_dir / "comparison.png", figure.save, overwrite)
 
 
-__all__ = ["OUTPUTS", "markdown", "write_results"]
+__all__ = ["OUTPUTS", "markdown", "strict_json", "write_results"]

@@ -46,6 +46,7 @@ from custom.benchmark.variants import VARIANTS, Variant
 from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
 from custom.metrics import BONE_HU, mask_dice
+from custom.networks.floor import fit_floor
 from custom.phantom import LABELS
 from custom.physics import network_to_hu
 
@@ -94,6 +95,7 @@ def train(parser: ConfigParser, variant: Variant, budget: int) -> tuple[nn.Modul
     if variant.fitted is not None:
         model.fit(loader)
         return model, 0, None
+    fit_floor(model, loader)  # as the bundle's training does first
     trainer = parser.get_parsed_content("train#trainer")
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=budget), lambda engine: engine.terminate())
     start = time.perf_counter()
@@ -146,10 +148,16 @@ def measure_inference(
     return {"infer_ms": round(infer_ms, 3), "peak_mem_mb": round(peak_memory_mb(device, baseline), 1)}
 
 
-def _test_cases(parser: ConfigParser, source: str, split: str) -> list[dict]:
-    """The evaluation inputs and references of one split, prepared as the bundle's validation prepares them."""
+def split_cases(parser: ConfigParser, source: str, split: str, num_phantoms: int | None = None) -> list[dict]:
+    """The evaluation inputs and references of one split, prepared as the bundle's validation prepares them.
+
+    ``num_phantoms`` replaces the config's phantom count: the split is hashed per case, so a larger
+    set keeps every case's split and adds new cases (more held-out cases, none ever trained on).
+    """
     parser = ConfigParser(copy.deepcopy(parser.get()))
     parser.update({"dataset_dir": source, "validate#datalist#split": split})
+    if num_phantoms is not None:
+        parser["num_phantoms"] = int(num_phantoms)
     parser["keep_keys"] = {
         "_target_": "SelectItemsd",
         "keys": ["case", "image", "label", "labels"],
@@ -182,6 +190,8 @@ def run(
     device: str | None = None,
     bundle_root: str | None = None,
     overwrite: bool = False,
+    test_phantoms: int | None = None,
+    weights: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Train and measure each variant on the same data and budget; write the results to ``out``.
 
@@ -199,20 +209,26 @@ def run(
         device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
         bundle_root: the bundle folder with ``configs/``. Defaults to this package's bundle.
         overwrite: replace earlier results in ``out``. Defaults to False (refused before any work).
+        test_phantoms: take the test cases from the test split of this many phantoms (a superset of
+            the training set's, see :func:`split_cases`). Defaults to ``num_phantoms``.
+        weights: ``{variant: path}`` of trained weights to measure instead of training that variant
+            (e.g. the shipped ``models/model.pt`` as ``psctnet``); its ``iterations`` is then None.
+            Defaults to none.
 
     Returns:
         The records written to ``results.json``.
     """
     profile = "quick" if quick else profile
     names = list(VARIANTS) if variants is None else [variants] if isinstance(variants, str) else list(variants)
-    unknown = sorted(set(names) - set(VARIANTS))
+    weights = dict(weights or {})
+    unknown = sorted((set(names) | set(weights)) - set(VARIANTS))
     if unknown or profile not in PROFILES:
         raise ValueError(
             f"unknown variants {unknown} or profile {profile!r}; choose from {list(VARIANTS)}, {list(PROFILES)}."
         )
     out_dir, root = Path(out), Path(bundle_root) if bundle_root else default_bundle_root()
-    weights = {name: out_dir / "models" / f"{name}.pt" for name in names}
-    refuse_existing([*(out_dir / name for name in OUTPUTS), *weights.values()], overwrite)
+    saved = {name: out_dir / "models" / f"{name}.pt" for name in names}
+    refuse_existing([*(out_dir / name for name in OUTPUTS), *saved.values()], overwrite)
     settings = PROFILES[profile]
     budget = int(budget or settings.budget)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -237,8 +253,8 @@ def run(
     train_cases: CacheDataset = base.get_parsed_content("train#dataset")
     epochs = math.ceil(budget / math.ceil(len(train_cases) / base.get_parsed_content("batch_size")))
     overrides.update(lr_constant_epochs=math.ceil(epochs / 2), lr_decay_epochs=epochs - math.ceil(epochs / 2))
-    test_cases = _test_cases(base, data, "test")
-    ood_cases = _test_cases(base, ood, "all") if ood else []
+    test_cases = split_cases(base, data, "test", test_phantoms)
+    ood_cases = split_cases(base, ood, "all") if ood else []
     evaluator = CaseEvaluator(base.get_parsed_content("geometry"))
     print(f"benchmark: {len(train_cases)} training and {len(test_cases)} test cases, {budget} updates, {device}")
 
@@ -251,13 +267,17 @@ def run(
         parser = variant_config(root, variant, variant_overrides)
         parser["train#dataset"] = train_cases
         set_determinism(seed)
-        model, iterations, seconds_per_iteration = train(parser, variant, budget)
-        atomic_write(weights[name], lambda tmp, m=model: torch.save(m.state_dict(), tmp), overwrite)
+        if name in weights:  # trained elsewhere: measured as given
+            model, iterations, seconds_per_iteration = build_model(parser, variant), None, None
+            model.load_state_dict(torch.load(weights[name], map_location=device, weights_only=True))
+        else:
+            model, iterations, seconds_per_iteration = train(parser, variant, budget)
+        atomic_write(saved[name], lambda tmp, m=model: torch.save(m.state_dict(), tmp), overwrite)
         results = evaluate(model, test_cases, evaluator, device)
         reconstructions[name] = results[0]["pred"]
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
             efficiency = pool.submit(
-                measure_inference, str(root), variant, variant_overrides, str(weights[name])
+                measure_inference, str(root), variant, variant_overrides, str(saved[name])
             ).result()
         cases = summary(results)
         record = {
@@ -266,7 +286,7 @@ def run(
             "track_a": cases.pop("track_a"),
             "track_b": cases.pop("track_b"),
             "params": parameter_count(model, variant),
-            "model_mb": round(weights[name].stat().st_size / 2**20, 2),
+            "model_mb": round(saved[name].stat().st_size / 2**20, 2),
             **efficiency,
             "train_s_per_iter": None if seconds_per_iteration is None else round(seconds_per_iteration, 3),
             "iterations": iterations,
@@ -295,6 +315,8 @@ def run(
         "seed": seed,
         "train_cases": len(train_cases),
         "test_cases": len(test_cases),
+        "test_phantoms": test_phantoms,
+        "weights": weights,
         "ood": ood,
         "grid": list(evaluator.geometry.vol_shape),
         "spacing_mm": evaluator.geometry.vol_spacing,
@@ -308,4 +330,13 @@ def run(
     return records
 
 
-__all__ = ["default_bundle_root", "evaluate", "measure_inference", "run", "summary", "train", "variant_config"]
+__all__ = [
+    "default_bundle_root",
+    "evaluate",
+    "measure_inference",
+    "run",
+    "split_cases",
+    "summary",
+    "train",
+    "variant_config",
+]

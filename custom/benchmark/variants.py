@@ -6,7 +6,7 @@ another network's configs), or a baseline class fitted instead of trained. Every
 uses the same data pipeline, simulator, losses, optimisers and schedule, and differs only where its
 method does.
 
-Order of :data:`VARIANTS`: the two fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
+Order of :data:`VARIANTS`: the three fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
 ablations as in the paper's table, all modules, then SPIDER and its decoder ablations (two branches,
 two stages). Another network joins by adding a variant whose ``config_files`` hold its bundle
 override configs (its network, loss and trainer); the benchmark needs nothing else from it.
@@ -19,7 +19,7 @@ from typing import Any
 
 from torch import nn
 
-from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas
+from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas, VoxelwiseBackProjection
 from custom.networks.psctnet import ABLATIONS
 
 
@@ -60,6 +60,11 @@ VARIANTS: dict[str, Variant] = {
     "mean_atlas": Variant("mean_atlas", "training-set mean CT, ignores the views", fitted=MeanAtlas),
     "bp_only": Variant(
         "bp_only", "BP-I prior, linear HU calibration on the training set", fitted=CalibratedBackProjection
+    ),
+    "bp_voxelwise": Variant(
+        "bp_voxelwise",
+        "BP-I prior, gain and offset per voxel fitted on the training set (the generators' floor)",
+        fitted=VoxelwiseBackProjection,
     ),
     **{
         name: Variant(name, _ABLATION_DESCRIPTIONS[name], overrides={"network_def#variant": name}) for name in ABLATIONS

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from PIL import Image
+
+from custom.benchmark.curves import METRICS, curves
+from custom.benchmark.profiles import PROFILES, Profile
+
+TINY = Profile(
+    "tiny_curves",
+    budget=1,
+    num_phantoms=8,
+    overrides={
+        "split_fractions": [0.5, 0.25, 0.25],
+        "geometry#vol_shape": [32, 32, 32],
+        "geometry#vol_spacing": 6.0,
+        "geometry#det_shape": [32, 32],
+        "geometry#det_spacing": 7.2,
+        "discriminator_def#channels": 4,
+        "discriminator_def#num_layers": 1,
+        "discriminator_def#num_scales": 1,
+    },
+    networks={"psctnet": {"network_def#preset": "tiny"}},
+)
+
+
+def test_a_curve_runs_on_training_time_and_starts_from_the_untrained_model(tmp_path):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(PROFILES, TINY.name, TINY)
+        record = curves(out=str(tmp_path), variants="psctnet", seconds=3.0, every=1.0, profile=TINY.name, device="cpu")
+        with pytest.raises(FileExistsError):
+            curves(out=str(tmp_path), variants="psctnet", seconds=1.0, profile=TINY.name)
+    points = record["curves"]["psctnet"]
+    assert points[0]["seconds"] == 0 and points[0]["iteration"] == 0
+    assert points[-1]["seconds"] >= 3.0 and len(points) >= 2  # the last point ends the budget
+    assert all(a["iteration"] < b["iteration"] and a["seconds"] < b["seconds"] for a, b in zip(points, points[1:]))
+    assert all(math.isfinite(p[name]) for p in points for name in METRICS)
+    assert json.loads((tmp_path / "curves.json").read_text())["curves"]["psctnet"] == points
+    assert Image.open(tmp_path / "curves.png").size[0] > 0
+
+
+def test_fitted_variants_unknown_profiles_and_bad_times_are_refused(tmp_path):
+    for arguments in (dict(variants="mean_atlas"), dict(profile="huge"), dict(seconds=0)):
+        with pytest.raises(ValueError):
+            curves(out=str(tmp_path), **{"variants": "psctnet", **arguments})
