@@ -6,7 +6,7 @@ import math
 import pytest
 from PIL import Image
 
-from custom.benchmark.curves import METRICS, curves
+from custom.benchmark.curves import METRICS, curves, training_curve
 from custom.benchmark.profiles import PROFILES, Profile
 
 TINY = Profile(
@@ -46,3 +46,24 @@ def test_fitted_variants_unknown_profiles_and_bad_times_are_refused(tmp_path):
     for arguments in (dict(variants="mean_atlas"), dict(profile="huge"), dict(seconds=0)):
         with pytest.raises(ValueError):
             curves(out=str(tmp_path), **{"variants": "psctnet", **arguments})
+
+
+def test_a_training_runs_curve_is_read_from_its_events(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path / "run"))
+    for iteration in range(1, 7):  # two epochs of three updates, 10 s apart, validated after each epoch
+        writer.add_scalar("loss", 1.0 / iteration, iteration, walltime=100.0 + 10 * iteration)
+        if iteration % 3 == 0:
+            for name, value in (("psnr_3d", 20.0 + iteration), ("mae_hu", 90.0 - iteration), ("bone_dice", 0.1)):
+                writer.add_scalar(f"val_{name}", value, iteration // 3, walltime=100.0 + 10 * iteration + 5)
+    writer.close()
+    record = training_curve(str(tmp_path / "run"), out=str(tmp_path / "out"))
+    points = record["curves"]["psctnet"]
+    assert [(p["seconds"], p["iteration"], p["psnr_3d"], p["mae_hu"]) for p in points] == [
+        (25.0, 3, 23.0, 87.0),
+        (55.0, 6, 26.0, 84.0),
+    ]
+    assert (tmp_path / "out" / "curves.png").is_file()
+    with pytest.raises(ValueError):
+        training_curve(str(tmp_path), out=str(tmp_path / "empty"))  # no events there

@@ -11,6 +11,10 @@ window), MAE (HU) and bone Dice (300 HU), the Track B metrics of :mod:`custom.me
 time is not counted as training time. The learning rate stays constant (a decay needs a known length;
 the shipped recipe's is in ``train.json``); the adversarial warm-up is the config's.
 
+``python -m custom.benchmark training_curve --log_dir eval --out DIR`` reads the same points from a
+bundle training run instead (its TensorBoard events: the validation metrics after each epoch, against
+the wall-clock seconds since the first update, validation included) and writes the same two files.
+
 Writes ``curves.json`` (the settings and, per variant, ``[{"seconds", "iteration", "psnr_3d",
 "mae_hu", "bone_dice"}]``) and ``curves.png`` (one panel per metric against seconds, one line per
 variant), both refused if present unless ``overwrite``.
@@ -214,4 +218,54 @@ def curves(
     return record
 
 
-__all__ = ["METRICS", "OUTPUTS", "curves", "learning_curve", "plot", "validation_point"]
+def run_curve(log_dir: str | Path) -> list[dict[str, float]]:
+    """Validation points of a bundle training run from its TensorBoard events in ``log_dir``.
+
+    Each point: seconds since the first update's ``loss`` event (wall clock, validation included), the
+    iteration last logged before the validation, and the ``val_<metric>`` values of :data:`METRICS`.
+
+    Raises:
+        ValueError: no training losses or no validation metrics in the events.
+    """
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars: dict[str, list] = {}
+    for path in sorted(Path(log_dir).glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        events.Reload()
+        for tag in events.Tags()["scalars"]:
+            scalars.setdefault(tag, []).extend(events.Scalars(tag))
+    losses = sorted(scalars.get("loss", []), key=lambda e: e.wall_time)
+    validations = [sorted(scalars.get(f"val_{name}", []), key=lambda e: e.wall_time) for name in METRICS]
+    if not losses or not all(validations):
+        raise ValueError(f"{log_dir} holds no training losses or no validation metrics {list(METRICS)}.")
+    start = losses[0].wall_time
+    points = []
+    for values in zip(*validations):
+        iteration = max((e.step for e in losses if e.wall_time <= values[0].wall_time), default=0)
+        seconds = round(values[0].wall_time - start, 1)
+        points.append({"seconds": seconds, "iteration": iteration, **{n: v.value for n, v in zip(METRICS, values)}})
+    return points
+
+
+def training_curve(log_dir: str, out: str = "curves", name: str = "psctnet", overwrite: bool = False) -> dict:
+    """Write ``curves.json`` and ``curves.png`` of one bundle training run (see :func:`run_curve`)."""
+    out_dir = Path(out)
+    refuse_existing([out_dir / n for n in OUTPUTS], overwrite)
+    points = run_curve(log_dir)
+    record = {"source": "bundle training run (TensorBoard events)", "seconds": "wall clock", "curves": {name: points}}
+    atomic_write(out_dir / "curves.json", lambda tmp: tmp.write_text(strict_json(record)), overwrite)
+    atomic_write(out_dir / "curves.png", plot(record["curves"]).save, overwrite)
+    return record
+
+
+__all__ = [
+    "METRICS",
+    "OUTPUTS",
+    "curves",
+    "learning_curve",
+    "plot",
+    "run_curve",
+    "training_curve",
+    "validation_point",
+]
