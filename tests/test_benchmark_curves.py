@@ -2,28 +2,17 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
 from custom.benchmark.curves import METRICS, curves, training_curve
-from custom.benchmark.profiles import PROFILES, Profile
+from custom.benchmark.profiles import PROFILES
+from test_benchmark_run import TINY as RUN_TINY
 
-TINY = Profile(
-    "tiny_curves",
-    budget=1,
-    num_phantoms=8,
-    overrides={
-        "split_fractions": [0.5, 0.25, 0.25],
-        "geometry#vol_shape": [32, 32, 32],
-        "geometry#vol_spacing": 6.0,
-        "geometry#det_shape": [32, 32],
-        "geometry#det_spacing": 7.2,
-        "discriminator_def#channels": 4,
-        "discriminator_def#num_layers": 1,
-        "discriminator_def#num_scales": 1,
-    },
-    networks={"psctnet": {"network_def#preset": "tiny"}},
+TINY = replace(  # the side-by-side benchmark's tiny profile with a validation split to measure on
+    RUN_TINY, name="tiny_curves", overrides={**RUN_TINY.overrides, "split_fractions": [0.5, 0.25, 0.25]}
 )
 
 

@@ -85,21 +85,19 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, workers):
     assert any(not torch.equal(once_more[k], uninterrupted[k]) for k in uninterrupted)  # training did move
 
 
+def _sgd_trainer(generator, discriminator, batch: dict, epochs: int, **options) -> PairedGanTrainer:
+    """A trainer over one batch per epoch, SGD at 0.1 for both networks."""
+    optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (generator, discriminator)]
+    loss = GeneratorLoss(generator.projector)
+    return PairedGanTrainer("cpu", epochs, [batch], generator, discriminator, *optimizers, loss, **options)
+
+
 def test_an_iteration_updates_both_networks_and_reports_the_terms():
     generator = psctnet("tiny", GEOMETRY)
     discriminator = MultiScalePatchDiscriminator3d(channels=2, num_layers=1, num_scales=1)
     before = [p.detach().clone() for p in (*generator.parameters(), *discriminator.parameters())]
     batch = {"image": torch.rand(2, 2, 16, 16), "target": torch.rand(2, 1, 16, 16, 16)}
-    trainer = PairedGanTrainer(
-        "cpu",
-        1,
-        [batch],
-        generator,
-        discriminator,
-        torch.optim.SGD(generator.parameters(), lr=0.1),
-        torch.optim.SGD(discriminator.parameters(), lr=0.1),
-        GeneratorLoss(generator.projector),
-    )
+    trainer = _sgd_trainer(generator, discriminator, batch, epochs=1)
     trainer.run()
     output = trainer.state.output
     assert output["loss"] == pytest.approx(output["adv"] + output["rec"] + output["proj"], rel=1e-5)
@@ -115,17 +113,7 @@ def test_the_adversarial_term_switches_on_after_the_configured_warm_up():
     generator = psctnet("tiny", GEOMETRY)
     discriminator = MultiScalePatchDiscriminator3d(channels=2, num_layers=1, num_scales=1)
     batch = {"image": torch.rand(1, 2, 16, 16), "target": torch.rand(1, 1, 16, 16, 16)}
-    trainer = PairedGanTrainer(
-        "cpu",
-        4,
-        [batch],
-        generator,
-        discriminator,
-        torch.optim.SGD(generator.parameters(), lr=0.1),
-        torch.optim.SGD(discriminator.parameters(), lr=0.1),
-        GeneratorLoss(generator.projector),
-        adversarial_start=2,
-    )
+    trainer = _sgd_trainer(generator, discriminator, batch, epochs=4, adversarial_start=2)
     seen = []
 
     def record(engine):

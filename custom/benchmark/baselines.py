@@ -29,6 +29,11 @@ from custom.networks.floor import VoxelwiseLinearFloor
 from custom.projector import Projector
 
 
+def _geometry(geometry: BiplanarGeometry | dict | None) -> BiplanarGeometry:
+    """The acquisition from a geometry, its dict form (bundle configs) or None (the default)."""
+    return BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
+
+
 def _batches(loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device):
     """(views, CT) of each batch as float64 tensors on ``device``."""
     for batch in loader:
@@ -45,9 +50,7 @@ class MeanAtlas(nn.Module):
 
     def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
         super().__init__()
-        geometry = (
-            BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
-        )
+        geometry = _geometry(geometry)
         self.register_buffer("atlas", torch.zeros(1, 1, *geometry.vol_shape))
 
     @torch.no_grad()
@@ -76,9 +79,7 @@ class CalibratedBackProjection(nn.Module):
 
     def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
         super().__init__()
-        geometry = (
-            BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
-        )
+        geometry = _geometry(geometry)
         self.prior = BackProjectionPrior(Projector(geometry))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("offset", torch.zeros(()))
@@ -114,9 +115,7 @@ class VoxelwiseBackProjection(nn.Module):
 
     def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
         super().__init__()
-        geometry = (
-            BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
-        )
+        geometry = _geometry(geometry)
         self.floor = VoxelwiseLinearFloor(geometry)
 
     def fit(self, loader: Iterable[Mapping[str, torch.Tensor]]) -> VoxelwiseBackProjection:

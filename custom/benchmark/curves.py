@@ -36,7 +36,7 @@ from PIL import Image, ImageDraw
 from custom.bench import device_name
 from custom.benchmark.profiles import PROFILES
 from custom.benchmark.report import strict_json
-from custom.benchmark.run import split_cases, build_model, default_bundle_root, variant_config
+from custom.benchmark.run import build_model, default_bundle_root, run_overrides, split_cases, variant_config
 from custom.benchmark.variants import VARIANTS, Variant
 from custom.files import atomic_write, refuse_existing
 from custom.metrics import bone_dice, mae_hu, psnr_3d
@@ -173,14 +173,7 @@ def curves(
     settings = PROFILES[profile]
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     overrides = {
-        **settings.overrides,
-        "bundle_root": str(root),
-        "output_dir": str(out_dir / "logs"),
-        "dataset_dir": data,
-        "num_phantoms": int(num_phantoms or settings.num_phantoms),
-        "seed": seed,
-        "device": f"$torch.device('{device}')",
-        "num_workers": 0,
+        **run_overrides(settings, root, out_dir, data, num_phantoms, seed, device),
         "lr_constant_epochs": 10**6,  # constant learning rate: the run ends on time, not on an epoch count
         "lr_decay_epochs": 0,
     }

@@ -40,7 +40,7 @@ from torch import nn
 
 from custom.bench import device_name, median_ms, memory_baseline, peak_memory_mb
 from custom.benchmark.figure import comparison_figure
-from custom.benchmark.profiles import PROFILES
+from custom.benchmark.profiles import PROFILES, Profile
 from custom.benchmark.report import OUTPUTS, write_results
 from custom.benchmark.variants import VARIANTS, Variant
 from custom.evaluation import TRACKS, CaseEvaluator, summarise
@@ -72,6 +72,31 @@ def variant_config(bundle_root: Path, variant: Variant, overrides: dict[str, Any
     parser["train#writers"] = []
     parser["train#dataloader#generator"] = "$torch.Generator().manual_seed(@seed)"  # data order apart from model init
     return parser
+
+
+def run_overrides(
+    settings: Profile,
+    bundle_root: Path,
+    out_dir: Path,
+    data: str,
+    num_phantoms: int | None,
+    seed: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """``train.json`` overrides shared by every variant of a run: the profile's, the data, seed and device.
+
+    Logs go to ``out_dir/logs``; data loading stays in this process (``num_workers`` 0).
+    """
+    return {
+        **settings.overrides,
+        "bundle_root": str(bundle_root),
+        "output_dir": str(out_dir / "logs"),
+        "dataset_dir": data,
+        "num_phantoms": int(num_phantoms or settings.num_phantoms),
+        "seed": seed,
+        "device": f"$torch.device('{device}')",
+        "num_workers": 0,
+    }
 
 
 def build_model(parser: ConfigParser, variant: Variant) -> nn.Module:
@@ -232,16 +257,7 @@ def run(
     settings = PROFILES[profile]
     budget = int(budget or settings.budget)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    overrides = {
-        **settings.overrides,
-        "bundle_root": str(root),
-        "output_dir": str(out_dir / "logs"),
-        "dataset_dir": data,
-        "num_phantoms": int(num_phantoms or settings.num_phantoms),
-        "seed": seed,
-        "device": f"$torch.device('{device}')",
-        "num_workers": 0,
-    }
+    overrides = run_overrides(settings, root, out_dir, data, num_phantoms, seed, device)
     started = time.perf_counter()
 
     # 1. the data, once: training cases cached, test (and out-of-distribution) cases prepared
@@ -335,6 +351,7 @@ __all__ = [
     "evaluate",
     "measure_inference",
     "run",
+    "run_overrides",
     "split_cases",
     "summary",
     "train",
