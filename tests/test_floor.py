@@ -5,6 +5,7 @@ import torch
 
 from custom.geometry import BiplanarGeometry
 from custom.networks.floor import VoxelwiseLinearFloor, fit_floor
+from custom.networks.folding import depth_to_space, space_to_depth
 from custom.networks.psctnet import psctnet
 from custom.networks.refine import GuidedRefinement
 
@@ -81,14 +82,27 @@ def test_the_paper_head_is_a_sigmoid_without_floor_and_cannot_decode_coarse():
     assert fit_floor(model, []) is model  # nothing to fit, nothing read
 
 
+def test_folding_is_lossless_and_matches_pixel_unshuffle_in_2d():
+    views, volume = torch.rand(2, 3, 8, 12), torch.rand(1, 2, 8, 4, 12)
+    assert torch.equal(space_to_depth(views, 4), torch.nn.functional.pixel_unshuffle(views, 4))
+    assert torch.equal(depth_to_space(space_to_depth(volume, 4), 4), volume)
+    assert torch.equal(space_to_depth(volume, 2)[0, 1 * 8 + 5, 1, 0, 3], volume[0, 1, 3, 0, 7])  # offset (1, 0, 1)
+    with pytest.raises(ValueError):
+        space_to_depth(volume, 3)
+    with pytest.raises(ValueError):
+        depth_to_space(torch.rand(1, 9, 2, 2, 2), 2)
+
+
 def test_the_guided_refinement_is_the_local_linear_combination_of_its_guides():
     refine = GuidedRefinement(in_channels=3, guides=2, factor=2)
     assert torch.equal(refine(torch.rand(1, 3, 4, 4, 4), [torch.rand(1, 1, 8, 8, 8)] * 2), torch.zeros(1, 1, 8, 8, 8))
-    with torch.no_grad():
-        refine.coefficients.bias.copy_(torch.tensor([0.5, -2.0, 0.25]))  # a_1, a_2, b: constant coefficients
+    detail = torch.arange(8.0).reshape(2, 2, 2) / 100  # d: the same 2 x 2 x 2 pattern in every coarse voxel
+    with torch.no_grad():  # constant coefficients a_1, a_2, b and the detail channels
+        refine.coefficients.bias.copy_(torch.cat([torch.tensor([0.5, -2.0, 0.25]), detail.flatten()]))
     first, second = torch.rand(1, 1, 8, 8, 8), torch.rand(1, 1, 8, 8, 8)
     out = refine(torch.rand(1, 3, 4, 4, 4), [first, second])
-    assert torch.allclose(out, 0.5 * first - 2.0 * second + 0.25, atol=1e-6)
+    expected = 0.5 * first - 2.0 * second + 0.25 + detail.repeat(4, 4, 4)
+    assert torch.allclose(out, expected, atol=1e-6)
     with pytest.raises(ValueError):
         refine(torch.rand(1, 3, 4, 4, 4), [first])
     with pytest.raises(ValueError):

@@ -61,8 +61,11 @@ class ViewEncoders(nn.Module):
         channels: channels per level, level 0 first.
         shared: one encoder for both views (one feature space) or one per view. Defaults to False.
         norm_name, act_name: MONAI normalisation and activation names.
+        in_channels: channels of each view (more than one for a view folded by space-to-depth).
+            Defaults to 1.
 
-    ``forward(views (B, 2, H, W))`` -> ``[(B, channels[k], 2, H / 2^k, W / 2^k) for k]``.
+    ``forward(views (B, 2, H, W), or (B, 2, in_channels, H, W))`` ->
+    ``[(B, channels[k], 2, H / 2^k, W / 2^k) for k]``.
     """
 
     def __init__(
@@ -71,16 +74,18 @@ class ViewEncoders(nn.Module):
         shared: bool = False,
         norm_name: str | tuple = "INSTANCE",
         act_name: str | tuple = "RELU",
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         self.shared = shared
         count = 1 if shared else len(VIEW_NAMES)
-        self.encoders = nn.ModuleList(Encoder(2, 1, channels, norm_name, act_name) for _ in range(count))
+        self.encoders = nn.ModuleList(Encoder(2, in_channels, channels, norm_name, act_name) for _ in range(count))
 
     def forward(self, views: torch.Tensor) -> list[torch.Tensor]:
+        views = views.unsqueeze(2) if views.dim() == 4 else views  # (B, 2, C, H, W)
         if self.shared:  # both views as one batch through one encoder
             batch = views.shape[0]
-            levels = self.encoders[0](views.reshape(-1, 1, *views.shape[2:]))
+            levels = self.encoders[0](views.flatten(0, 1))
             return [f.reshape(batch, 2, *f.shape[1:]).transpose(1, 2) for f in levels]
-        per_view = [encoder(views[:, i : i + 1]) for i, encoder in enumerate(self.encoders)]
+        per_view = [encoder(views[:, i]) for i, encoder in enumerate(self.encoders)]
         return [torch.stack(levels, dim=2) for levels in zip(*per_view)]

@@ -15,9 +15,10 @@ and ``L = len(channels) - 1`` levels:
    ``floor.py`` (the voxel-wise linear map of the BP-I prior, or the mean atlas without BP-I) plus a
    correction from ``refine.py``, a local linear combination of full-resolution guides (each view
    back-projected alone, when BP-I is on, and the floor) whose coefficients the decoder predicts,
-   zero-initialised: an untrained network already reconstructs as well as the floor, and with
-   ``decode_factor`` f > 1 the encoder-decoder runs on views and a grid f times coarser while the
-   output keeps the full grid's detail. Outside training the CT is clipped to [0, 1].
+   zero-initialised: an untrained network already reconstructs as well as the floor. With
+   ``decode_factor`` f > 1 the encoder-decoder runs on views and a grid f times coarser, losslessly:
+   the views and the prior enter folded (``folding.py``, each f x f pixel or f^3 voxel block as
+   channels) and the head also unfolds f^3 detail channels per coarse voxel onto the full grid. Outside training the CT is clipped to [0, 1].
    ``residual=False`` (the ``paper`` preset): a 1x1x1 convolution and a sigmoid, from mid-grey, as
    PSCT-Net. Either way the CT is on the networks' scale, [0, 1] for
    ``custom.physics.NETWORK_HU_RANGE`` (-1024 to 2048 HU).
@@ -45,6 +46,7 @@ from custom.networks.blocks import conv
 from custom.networks.decoder import Decoder
 from custom.networks.encoder import Encoder, ViewEncoders
 from custom.networks.floor import VoxelwiseLinearFloor
+from custom.networks.folding import space_to_depth
 from custom.networks.fully_connected import FullyConnectedLink
 from custom.networks.multiview import MultiViewFusion
 from custom.networks.refine import GuidedRefinement
@@ -79,8 +81,9 @@ class PSCTNet(nn.Module):
             BP-I map with ``bp_input``, else the mean atlas; fit it with
             :meth:`VoxelwiseLinearFloor.fit` before training) instead of the CT through a sigmoid.
             Defaults to True.
-        decode_factor: the encoder-decoder runs on views and a grid this many times coarser (needs
-            ``residual``: the guided correction returns to the full grid). Defaults to 1.
+        decode_factor: the encoder-decoder runs on views and a grid this many times coarser, fed by
+            space-to-depth folding (needs ``residual``: the guided correction returns to the full
+            grid). Defaults to 1.
 
     Options of a module that is switched off (e.g. ``agp_prior`` with ``agp=False``) are ignored.
 
@@ -139,8 +142,9 @@ class PSCTNet(nn.Module):
         )  # the encoder-decoder's acquisition: same field of view and detector area
 
         # 2. the modules, each present only when switched on
-        self.encoder_2d = ViewEncoders(channels, shared_encoder, norm_name, act_name)
-        self.encoder_3d = Encoder(3, 1, channels, norm_name, act_name) if bp_input else None
+        # with decode_factor f, views and the prior enter folded (space-to-depth): f^2 and f^3 channels
+        self.encoder_2d = ViewEncoders(channels, shared_encoder, norm_name, act_name, in_channels=decode_factor**2)
+        self.encoder_3d = Encoder(3, decode_factor**3, channels, norm_name, act_name) if bp_input else None
         self.bp_conditioning = (
             nn.ModuleList(BackProjectionConditioning(c, c, norm_name, act_name) for c in channels[1:])
             if bp_conditioning
@@ -183,8 +187,8 @@ class PSCTNet(nn.Module):
         """(B, 2, H, W) views in [0, 1] -> (B, 1, X, Y, Z) CT on the networks' [0, 1] scale."""
         # 1. both views' 2D features at every level, on the encoder-decoder's detector (H/f, W/f)
         full_views, f = views, self.decode_factor
-        views = nn.functional.avg_pool2d(views, f) if f > 1 else views
-        features_2d = self.encoder_2d(views)  # [(B, c_k, 2, H/f/2^k, W/f/2^k)]
+        folded = space_to_depth(views, f).unflatten(1, (len(VIEW_NAMES), f * f))  # (B, 2, f^2, H/f, W/f)
+        features_2d = self.encoder_2d(folded)  # [(B, c_k, 2, H/f/2^k, W/f/2^k)]
         lifted = {  # each view's features back-projected alone onto its level's grid, once for BP-C and MV3D-C
             k: self.projector.backproject(features_2d[k], vol_shape=self.grids[k], reduction="none")
             for k in self.lifted_levels
@@ -197,8 +201,7 @@ class PSCTNet(nn.Module):
                 conditioning = [partial(bpc, lifted[k].mean(2)) for k, bpc in enumerate(self.bp_conditioning, 1)]
             lifted_views = self.projector.backproject(full_views, reduction="none")[:, 0]  # (B, 2, X, Y, Z)
             prior = lifted_views.mean(1, keepdim=True)  # BP-I: both views averaged, (B, 1, X, Y, Z)
-            coarse_prior = nn.functional.avg_pool3d(prior, f) if f > 1 else prior
-            skips = self.encoder_3d(coarse_prior, conditioning)  # [(B, c_k, X/f/2^k, Y/f/2^k, Z/f/2^k)]
+            skips = self.encoder_3d(space_to_depth(prior, f), conditioning)  # [(B, c_k, X/f/2^k, Y/f/2^k, Z/f/2^k)]
         # 3. the 2D->3D link at the bottleneck; per-view seeds for MV3D-C
         linked = self.link(features_2d[-1])  # AGP: (B, C, x, y, z); FC: (B, C, 2, x, y, z)
         per_view = linked if linked.dim() == 6 else None
