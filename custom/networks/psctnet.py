@@ -192,7 +192,7 @@ class PSCTNet(nn.Module):
         lifted = {  # each view's features back-projected alone onto its level's grid, once for BP-C and MV3D-C
             k: self.projector.backproject(features_2d[k], vol_shape=self.grids[k], reduction="none")
             for k in self.lifted_levels
-        }  # {k: (B, c_k, 2, X/2^k, Y/2^k, Z/2^k)}
+        }  # {k: (B, c_k, 2, X/f/2^k, Y/f/2^k, Z/f/2^k)}
         # 2. BP-I prior through the 3D encoder; BP-C adds each level's lifted 2D features before the next stage
         skips = prior = lifted_views = None
         if self.encoder_3d is not None:
