@@ -4,7 +4,8 @@
 
 For each variant, built exactly as the side-by-side benchmark builds it (:mod:`custom.benchmark.run`:
 the bundle's ``train.json`` with the profile's and the variant's overrides, the same seed, the same
-cached training cases), the floor is fitted (when the network has one) and the bundle's trainer runs
+cached training cases), the floor is fitted on the unaugmented training cases (when the network has
+one) and the bundle's trainer runs
 until ``seconds`` of training have passed. Every ``every`` seconds of training, and once before the
 first update, the model is measured on the validation split: PSNR3D (dB over the fixed 2500 HU
 window), MAE (HU) and bone Dice (300 HU), the Track B metrics of :mod:`custom.metrics`. Validation
@@ -36,7 +37,14 @@ from PIL import Image, ImageDraw
 from custom.bench import device_name
 from custom.benchmark.profiles import PROFILES
 from custom.benchmark.report import strict_json
-from custom.benchmark.run import build_model, default_bundle_root, run_overrides, split_cases, variant_config
+from custom.benchmark.run import (
+    build_model,
+    default_bundle_root,
+    run_overrides,
+    shared_training_data,
+    split_cases,
+    variant_config,
+)
 from custom.benchmark.variants import VARIANTS, Variant
 from custom.files import atomic_write, refuse_existing
 from custom.metrics import bone_dice, mae_hu, psnr_3d
@@ -70,7 +78,7 @@ def learning_curve(
     """Train one variant for ``seconds`` of training time; its validation points (see the module docstring)."""
     device = parser.get_parsed_content("device")
     model = build_model(parser, variant)
-    fit_floor(model, parser.get_parsed_content("train#dataloader"))
+    fit_floor(model, parser.get_parsed_content("train#floor_loader"))
     trainer = parser.get_parsed_content("train#trainer")
     clock = {"trained": 0.0, "since": time.perf_counter(), "next": 0.0}
     points: list[dict[str, float]] = []
@@ -182,7 +190,7 @@ def curves(
         root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
     )
     set_determinism(seed)
-    train_cases = base.get_parsed_content("train#dataset")
+    shared = shared_training_data(base)
     val_cases = split_cases(base, data, "val")
     if not val_cases:
         raise ValueError(f"the profile {profile!r} leaves no validation cases; use one with a validation split.")
@@ -190,7 +198,7 @@ def curves(
     for name in names:
         variant = VARIANTS[name]
         parser = variant_config(root, variant, {**overrides, **settings.networks.get(variant.family, {})})
-        parser["train#dataset"] = train_cases
+        parser.update(shared)
         set_determinism(seed)
         results[name] = learning_curve(parser, variant, seconds, every, val_cases)
     record = {
@@ -199,7 +207,7 @@ def curves(
         "seconds": seconds,
         "every": every,
         "seed": seed,
-        "train_cases": len(train_cases),
+        "train_cases": len(shared["train#dataset"]),
         "val_cases": len(val_cases),
         "grid": list(base.get_parsed_content("geometry").vol_shape),
         "device": device_name(device),

@@ -8,7 +8,7 @@
 - ``cpu128``: the model card's headline on 2 CPU cores: the bundle's own training setting (the 128^3
   grid at 1.5 mm, the ``default`` generator, the bundle's discriminator, 160 phantoms split 0.8 / 0.1 /
   0.1 by the bundle's seeded hash, so its test cases are the shipped weights' held-out ones) and the
-  shipped recipe's 1215 updates (9 epochs of 135 cases) per method.
+  shipped recipe's 810 updates (6 epochs of 135 cases) per method.
 - ``full``: the paper's protocol for a GPU: the 128^3 grid at 1.5 mm, the ``default`` generator and
   the bundle's discriminator, 200 phantoms (about 180 train, 20 test), 16000 updates (about 90 epochs).
 
@@ -68,7 +68,7 @@ PROFILES: dict[str, Profile] = {
             },
         },
     ),
-    "cpu128": Profile("cpu128", budget=1215, num_phantoms=160, overrides={"split_fractions": [0.8, 0.1, 0.1]}),
+    "cpu128": Profile("cpu128", budget=810, num_phantoms=160, overrides={"split_fractions": [0.8, 0.1, 0.1]}),
     "full": Profile("full", budget=16000, num_phantoms=200, overrides={"split_fractions": [0.9, 0.0, 0.1]}),
 }
 

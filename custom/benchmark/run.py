@@ -8,7 +8,8 @@ For each selected :data:`~custom.benchmark.variants.VARIANTS` entry:
    structure labels, posed with the CT, when a selected network predicts them);
 2. train it with the bundle's own trainer for exactly ``budget`` generator updates (learning rate
    constant for the first half of the epochs, then falling linearly: the paper's 50 + 50 schedule
-   scaled to the budget), or fit a baseline in one pass over the same training data; no validation,
+   scaled to the budget; the generator's floor fitted first), or fit a baseline in one pass over the
+   same training cases (unaugmented, as the floors are fitted); no validation,
    no model selection: the final weights are measured;
 3. evaluate it on the held-out test cases (and, when given, an out-of-distribution folder, reported
    apart) with the evaluation protocol (:class:`custom.evaluation.CaseEvaluator`);
@@ -99,6 +100,12 @@ def run_overrides(
     }
 
 
+def shared_training_data(parser: ConfigParser) -> dict[str, CacheDataset]:
+    """The training cases, rendered once for every variant: as trained on (augmented on the fly) and as
+    the floors and fitted baselines are fitted on (unaugmented), by their ``train.json`` ids."""
+    return {key: parser.get_parsed_content(key) for key in ("train#dataset", "train#floor_dataset")}
+
+
 def build_model(parser: ConfigParser, variant: Variant) -> nn.Module:
     """The variant's model on the config's device: a baseline (unfitted) or the generator of ``network``."""
     if variant.fitted is not None:
@@ -116,11 +123,11 @@ def parameter_count(model: nn.Module, variant: Variant) -> int:
 def train(parser: ConfigParser, variant: Variant, budget: int) -> tuple[nn.Module, int, float | None]:
     """Train (or fit) the variant: (model, generator updates made, training seconds per update or None)."""
     model = build_model(parser, variant)
-    loader = parser.get_parsed_content("train#dataloader")
+    floor_cases = parser.get_parsed_content("train#floor_loader")  # the training cases, unaugmented
     if variant.fitted is not None:
-        model.fit(loader)
+        model.fit(floor_cases)
         return model, 0, None
-    fit_floor(model, loader)  # as the bundle's training does first
+    fit_floor(model, floor_cases)  # as the bundle's training does first
     trainer = parser.get_parsed_content("train#trainer")
     trainer.add_event_handler(Events.ITERATION_COMPLETED(once=budget), lambda engine: engine.terminate())
     start = time.perf_counter()
@@ -266,7 +273,8 @@ def run(
         root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
     )
     set_determinism(seed)
-    train_cases: CacheDataset = base.get_parsed_content("train#dataset")
+    shared = shared_training_data(base)
+    train_cases: CacheDataset = shared["train#dataset"]
     epochs = math.ceil(budget / math.ceil(len(train_cases) / base.get_parsed_content("batch_size")))
     overrides.update(lr_constant_epochs=math.ceil(epochs / 2), lr_decay_epochs=epochs - math.ceil(epochs / 2))
     test_cases = split_cases(base, data, "test", test_phantoms)
@@ -281,7 +289,7 @@ def run(
         variant = VARIANTS[name]
         variant_overrides = {**overrides, **settings.networks.get(variant.family, {})}
         parser = variant_config(root, variant, variant_overrides)
-        parser["train#dataset"] = train_cases
+        parser.update(shared)
         set_determinism(seed)
         if name in weights:  # trained elsewhere: measured as given
             model, iterations, seconds_per_iteration = build_model(parser, variant), None, None
@@ -352,6 +360,7 @@ __all__ = [
     "measure_inference",
     "run",
     "run_overrides",
+    "shared_training_data",
     "split_cases",
     "summary",
     "train",
