@@ -1,8 +1,8 @@
-"""Command line of the side-by-side benchmark and the learning curves.
+"""Command line of the side-by-side benchmark and the learning curves::
 
-    python -m custom.benchmark run [--quick] --out DIR
-    python -m custom.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --out DIR
-    python -m custom.benchmark training_curve --log_dir eval --out DIR
+python -m custom.benchmark run [--quick] --out DIR
+python -m custom.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --out DIR
+python -m custom.benchmark training_curve --log_dir eval --out DIR
 """
 
 import fire
@@ -11,4 +11,5 @@ from custom.benchmark.curves import curves, training_curve
 from custom.benchmark.run import run
 
 if __name__ == "__main__":
-    fire.Fire({"run": run, "curves": curves, "training_curve": training_curve}, serialize=lambda records: None)  # the results are in files, not printed
+    commands = {"run": run, "curves": curves, "training_curve": training_curve}
+    fire.Fire(commands, serialize=lambda records: None)  # the results are in files, not printed

@@ -122,8 +122,7 @@ def plot(curves: dict[str, list[dict[str, float]]], width: int = 360, height: in
         draw.text((x0 - margin + 2, y1 - 10), f"{low:.3g}", fill="black")
         for colour, points in zip(COLOURS, curves.values()):
             xy = [
-                (x0 + (x1 - x0) * p["seconds"] / t_max, y1 - (y1 - y0) * (p[name] - low) / (high - low))
-                for p in points
+                (x0 + (x1 - x0) * p["seconds"] / t_max, y1 - (y1 - y0) * (p[name] - low) / (high - low)) for p in points
             ]
             if len(xy) > 1:
                 draw.line(xy, fill=colour, width=2)

@@ -18,9 +18,9 @@ baseline. Fit it on clean simulated views (the bundle's ``train#floor_loader``: 
 through the validation pipeline, no detector augmentation or pose jitter): fitted on augmented views,
 the same maps scored 0.55 dB less PSNR3D on clean validation views (23.53 against 24.08 dB over 17
 phantoms), the augmentation's spread being regression noise to a linear fit. The network sees
-augmented views and learns the rest. The maps are stored in half precision (8 MB instead of 16 MB at 128^3, which keeps the
-shipped weights under the model zoo's 25 MB): a relative error below 1e-3, under 3 HU on the
-networks' 3072 HU scale.
+augmented views and learns the rest. The maps are stored in half precision (8 MB instead of 16 MB at
+128^3, which keeps the shipped weights under the model zoo's 25 MB): a relative error below 1e-3,
+under 3 HU on the networks' 3072 HU scale.
 """
 
 from __future__ import annotations

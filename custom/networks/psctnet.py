@@ -18,7 +18,8 @@ and ``L = len(channels) - 1`` levels:
    zero-initialised: an untrained network already reconstructs as well as the floor. With
    ``decode_factor`` f > 1 the encoder-decoder runs on views and a grid f times coarser, losslessly:
    the views and the prior enter folded (``folding.py``, each f x f pixel or f^3 voxel block as
-   channels) and the head also unfolds f^3 detail channels per coarse voxel onto the full grid. Outside training the CT is clipped to [0, 1].
+   channels) and the head also unfolds f^3 detail channels per coarse voxel onto the full grid.
+   Outside training the CT is clipped to [0, 1].
    ``residual=False`` (the ``paper`` preset): a 1x1x1 convolution and a sigmoid, from mid-grey, as
    PSCT-Net. Either way the CT is on the networks' scale, [0, 1] for
    ``custom.physics.NETWORK_HU_RANGE`` (-1024 to 2048 HU).
