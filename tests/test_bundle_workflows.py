@@ -121,10 +121,13 @@ def test_two_process_gloo_training_checkpoints_on_rank_zero(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
-    """Weights of the tiny network (untrained: inference tests check files, not image quality)."""
+    """Weights of the tiny network (untrained, with a random floor: inference tests check files, not quality)."""
     path = tmp_path_factory.mktemp("weights") / "model.pt"
     torch.manual_seed(0)
-    torch.save(psctnet("tiny", TINY_GEOMETRY).state_dict(), path)
+    model = psctnet("tiny", TINY_GEOMETRY)
+    with torch.no_grad():
+        model.floor.offset.uniform_(-0.2, 1.2)  # beyond the networks' range both ways: the output is clipped
+    torch.save(model.state_dict(), path)
     return path
 
 
@@ -142,7 +145,7 @@ def test_inference_on_the_sample_pair_writes_the_ct_on_the_grid_and_a_preview(tm
     assert image.get_data_dtype() == np.int16 and image.shape == TINY_GEOMETRY.vol_shape
     assert np.allclose(image.affine, TINY_GEOMETRY.affine) and np.allclose(image.header.get_zooms(), 6.0)
     hu = np.asanyarray(image.dataobj)
-    assert -1024 <= hu.min() < hu.max() <= 2048  # the sigmoid's range in HU
+    assert hu.min() == -1024 and hu.max() == 2048  # clipped to the networks' range in HU
 
 
 def test_inference_runs_from_the_bundle_root_and_never_overwrites(tmp_path, tiny_weights):
