@@ -68,7 +68,8 @@ class VoxelwiseLinearFloor(nn.Module):
         geometry = geometry or BiplanarGeometry()
         self.kind = kind
         self.prior = BackProjectionPrior(projector or Projector(geometry))
-        self.register_buffer("gain", torch.zeros(1, 1, *geometry.vol_shape, dtype=MAP_DTYPE))
+        # an atlas never uses its gain (always 0): kept out of the saved weights
+        self.register_buffer("gain", torch.zeros(1, 1, *geometry.vol_shape, dtype=MAP_DTYPE), kind == "voxelwise")
         self.register_buffer("offset", torch.zeros(1, 1, *geometry.vol_shape, dtype=MAP_DTYPE))
 
     @torch.no_grad()
