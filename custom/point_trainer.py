@@ -33,6 +33,9 @@ class PointSampledTrainer(CudaAmpTrainer):
         points: query points per case and iteration. Defaults to 8192.
         boundary_fraction: share of them on bone boundaries. Defaults to 0.5.
         image_key, target_key, labels_key: batch keys. Default to ``image``, ``label``, ``labels``.
+        bone_classes: the label values that are bone (boundary points are drawn on their edges).
+            Defaults to the tissue vocabulary's bone; SPIDER's structures have eight bone classes
+            (:data:`custom.phantom.labels.BONE_STRUCTURES`).
         amp: mixed precision on CUDA (ignored elsewhere). Defaults to False.
         epoch_length, non_blocking, train_handlers, postprocessing, decollate: as
             :class:`~custom.engine.CudaAmpTrainer`.
@@ -55,6 +58,7 @@ class PointSampledTrainer(CudaAmpTrainer):
         image_key: str = "image",
         target_key: str = "label",
         labels_key: str = "labels",
+        bone_classes: Sequence[int] = (LABELS["bone"],),
         amp: bool = False,
         epoch_length: int | None = None,
         non_blocking: bool = False,
@@ -74,7 +78,7 @@ class PointSampledTrainer(CudaAmpTrainer):
             decollate=decollate,
         )
         self.network, self.optimizer, self.loss_function = network, optimizer, loss_function
-        self.points, self.boundary_fraction = points, boundary_fraction
+        self.points, self.boundary_fraction, self.bone_classes = points, boundary_fraction, tuple(bone_classes)
         self.image_key, self.target_key, self.labels_key = image_key, target_key, labels_key
         self.grad_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -89,7 +93,8 @@ class PointSampledTrainer(CudaAmpTrainer):
         # 1. the points of each case: voxel indices, their world positions and targets
         network = self.network
         centres = network.geometry.voxel_centres(views.dtype, device)  # (X, Y, Z, 3) mm
-        picks = [sample_voxels(case == LABELS["bone"], self.points, self.boundary_fraction) for case in labels]
+        bone_classes = torch.as_tensor(self.bone_classes, device=device)
+        picks = [sample_voxels(torch.isin(case, bone_classes), self.points, self.boundary_fraction) for case in labels]
         index = [(b, *p.unbind(-1)) for b, p in enumerate(picks)]
         points = torch.stack([centres[x, y, z] for _, x, y, z in index])  # (B, N, 3)
         intensity = torch.stack([target[b, x, y, z] for b, x, y, z in index])  # (B, N)

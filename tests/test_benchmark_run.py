@@ -82,11 +82,18 @@ def test_given_weights_are_measured_as_they_are_on_the_same_or_a_larger_test_spl
     given = {"x2ct": str(out / "models" / "x2ct.pt")}
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(PROFILES, "tiny", TINY)
-        same = benchmark.run(out=str(tmp_path / "same"), profile="tiny", variants=["x2ct"], weights=given, device="cpu")
+        same = benchmark.run(  # and the same weights again under a label of their own
+            out=str(tmp_path / "same"),
+            profile="tiny",
+            variants=["x2ct", "x2ct@again"],
+            weights={**given, "x2ct@again": given["x2ct"]},
+            device="cpu",
+        )
         larger = benchmark.run(
             out=str(tmp_path / "larger"), profile="tiny", variants=["x2ct"], weights=given, test_phantoms=16
         )
     assert same[0]["iterations"] is None and same[0]["track_b"] == pytest.approx(records[1]["track_b"], rel=1e-5)
+    assert same[1]["variant"] == "x2ct@again" and same[1]["track_b"] == pytest.approx(same[0]["track_b"], rel=1e-6)
     smaller_cases = {c["case"] for c in same[0]["cases"]}
     assert smaller_cases < {c["case"] for c in larger[0]["cases"]}  # every held-out case stays held out
 
@@ -100,5 +107,7 @@ def test_existing_results_are_refused_before_any_work(results):
 def test_unknown_variants_and_profiles_are_refused(tmp_path):
     with pytest.raises(ValueError, match="nerf"):
         benchmark.run(out=str(tmp_path), variants=["nerf"])
+    with pytest.raises(ValueError, match="nerf@v1"):
+        benchmark.run(out=str(tmp_path), variants=["psctnet@v1"], weights={"nerf@v1": "x.pt"})
     with pytest.raises(ValueError, match="profile"):
         benchmark.run(out=str(tmp_path), profile="huge")

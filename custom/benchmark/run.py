@@ -48,8 +48,10 @@ from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
 from custom.metrics import BONE_HU, mask_dice
 from custom.networks.floor import fit_floor
-from custom.phantom import LABELS
+from custom.phantom import LABELS, STRUCTURES
+from custom.phantom.labels import tissues_from_structures
 from custom.physics import network_to_hu
+from custom.structure_metrics import structure_metrics
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,7 +144,8 @@ def evaluate(model: nn.Module, cases: Sequence[dict], evaluator: CaseEvaluator, 
 
     A model with more than one output channel (SPIDER: intensity + class logits) is measured on its
     first channel, and its predicted bone class gets its own Dice (``structure``: against the
-    reference's bone label, or the reference CT above 300 HU where a case has no labels).
+    reference's bone label, or the reference CT above 300 HU where a case has no labels); structure
+    classes (:data:`custom.phantom.STRUCTURES`) add per-bone Dice and suture patency agreement.
     """
     model.eval()
     results = []
@@ -152,9 +155,16 @@ def evaluate(model: nn.Module, cases: Sequence[dict], evaluator: CaseEvaluator, 
         pred, target = network_to_hu(output[:1]), network_to_hu(torch.as_tensor(case["label"]).float())
         result = {"case": str(case["case"]), "pred": pred, **evaluator(pred, target, views)}
         if output.shape[0] > 1:  # a network that predicts structure: the Dice of its own bone class
-            reference = torch.as_tensor(case["labels"]) == LABELS["bone"] if "labels" in case else target > BONE_HU
-            predicted = output[1:].argmax(0, keepdim=True) == LABELS["bone"]
-            result["structure"] = {"bone_dice_labels": mask_dice(predicted, reference).item()}
+            predicted, labels = output[1:].argmax(0, keepdim=True), case.get("labels")
+            structures = output.shape[0] - 1 == len(STRUCTURES)  # SPIDER's bones and sutures
+            if structures:
+                result["structure"] = structure_metrics(predicted, labels) if labels is not None else {}
+                predicted = tissues_from_structures(predicted)
+                labels = None if labels is None else tissues_from_structures(torch.as_tensor(labels))
+            reference = torch.as_tensor(labels) == LABELS["bone"] if labels is not None else target > BONE_HU
+            result.setdefault("structure", {})["bone_dice_labels"] = mask_dice(
+                predicted == LABELS["bone"], reference
+            ).item()
         results.append(result)
     return results
 
@@ -209,6 +219,12 @@ def summary(results: list[dict]) -> dict[str, Any]:
     return {**means, "cases": cases}
 
 
+def resolve(name: str) -> Variant:
+    """The variant a name runs: ``<variant>@<label>`` is that variant under its own label, so one run can
+    measure two sets of weights of it side by side (``--weights "{'psctnet@v1': 'old.pt'}"``)."""
+    return VARIANTS[name.split("@", 1)[0]]
+
+
 def run(
     out: str = "benchmark",
     data: str = "phantom",
@@ -232,7 +248,8 @@ def run(
         data: ``phantom`` (generated), a CT folder or a JSON datalist, split as the bundle splits it.
         profile: ``full`` (the paper's 128^3 protocol, GPU) or ``quick`` (CPU, minutes). Defaults to ``full``.
         quick: the ``quick`` profile, whatever ``profile`` says.
-        variants: names from :data:`VARIANTS`. Defaults to all.
+        variants: names from :data:`VARIANTS`, each optionally ``@<label>`` (see :func:`resolve`). Defaults
+            to all.
         budget: generator updates per trained variant. Defaults to the profile's.
         num_phantoms: phantom cases when ``data`` is ``phantom``. Defaults to the profile's.
         ood: a CT folder or JSON datalist evaluated as an out-of-distribution report (all its cases),
@@ -253,7 +270,7 @@ def run(
     profile = "quick" if quick else profile
     names = list(VARIANTS) if variants is None else [variants] if isinstance(variants, str) else list(variants)
     weights = dict(weights or {})
-    unknown = sorted((set(names) | set(weights)) - set(VARIANTS))
+    unknown = sorted(n for n in set(names) | set(weights) if n.split("@", 1)[0] not in VARIANTS)
     if unknown or profile not in PROFILES:
         raise ValueError(
             f"unknown variants {unknown} or profile {profile!r}; choose from {list(VARIANTS)}, {list(PROFILES)}."
@@ -268,7 +285,7 @@ def run(
     started = time.perf_counter()
 
     # 1. the data, once: training cases cached, test (and out-of-distribution) cases prepared
-    structured = [VARIANTS[n] for n in names if VARIANTS[n].family == "spider"]  # they need structure labels
+    structured = [resolve(n) for n in names if resolve(n).family == "spider"]  # they need structure labels
     base = variant_config(
         root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
     )
@@ -286,7 +303,7 @@ def run(
     records, ood_records, reconstructions = [], [], {}
     context = get_context("spawn")
     for name in names:
-        variant = VARIANTS[name]
+        variant = resolve(name)
         variant_overrides = {**overrides, **settings.networks.get(variant.family, {})}
         parser = variant_config(root, variant, variant_overrides)
         parser.update(shared)

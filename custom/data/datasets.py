@@ -36,6 +36,7 @@ from custom.data.outputs import safe_case_id
 from custom.files import has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
+from custom.phantom.labels import structure_map
 
 SPLITS = ("train", "val", "test")
 _SECTIONS = {"train": "training", "val": "validation", "test": "test"}  # MONAI datalist section names
@@ -292,6 +293,9 @@ class MakePhantomd(MapTransform):
         label_key: where the (1, X, Y, Z) uint8 label MetaTensor goes. Defaults to ``"labels"``.
         parameters_key: where the parameters go, as a JSON string (collates into a batch).
             Defaults to ``"phantom"``.
+        vocabulary: the label map's classes: ``tissues`` (:data:`custom.phantom.LABELS`) or
+            ``structures`` (:data:`custom.phantom.STRUCTURES`, bones and open sutures for SPIDER).
+            Defaults to ``tissues``.
         allow_missing_keys: leave items without a seed unchanged. Defaults to False.
         **options: :func:`custom.phantom.sample_parameters` arguments (e.g. ``age_months``,
             ``variant``, ``pose``) applied to every case.
@@ -305,10 +309,13 @@ class MakePhantomd(MapTransform):
         label_key: Hashable = "labels",
         parameters_key: Hashable = "phantom",
         allow_missing_keys: bool = False,
+        vocabulary: str = "tissues",
         **options: Any,
     ) -> None:
         super().__init__(seed_key, allow_missing_keys)
-        self.geometry = geometry
+        if vocabulary not in ("tissues", "structures"):
+            raise ValueError(f"vocabulary must be tissues or structures, got {vocabulary!r}.")
+        self.geometry, self.vocabulary = geometry, vocabulary
         self.ct_key, self.label_key, self.parameters_key = ct_key, label_key, parameters_key
         self.options = options
 
@@ -318,7 +325,10 @@ class MakePhantomd(MapTransform):
             phantom = make_phantom(int(d[key]), self.geometry, **self.options)
             affine = torch.as_tensor(self.geometry.affine)
             d[self.ct_key] = MetaTensor(phantom.hu[None], affine=affine)
-            d[self.label_key] = MetaTensor(phantom.labels[None], affine=affine)
+            labels = phantom.labels
+            if self.vocabulary == "structures":
+                labels = structure_map(phantom.labels, phantom.bones, phantom.openings)
+            d[self.label_key] = MetaTensor(labels[None], affine=affine)
             d[self.parameters_key] = json.dumps(phantom.parameters.to_dict())
         return d
 

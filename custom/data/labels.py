@@ -1,11 +1,13 @@
 """Structure labels for networks that predict anatomy with the CT (SPIDER).
 
-The classes are the phantom's label map (:data:`custom.phantom.LABELS`: background 0, soft tissue 1,
-brain 2, bone 3). A CT without labels (a real scan) gets classes from its HU values
-(:class:`StructureLabelsd`): air below -500 HU is background, bone above 300 HU is bone, everything
-between is soft tissue; brain cannot be told from other soft tissue by HU alone, so class 2 stays
-empty there. :class:`SplitStructuredPredictiond` turns a network's ``1 + C`` output channels back into
-the CT channel and a label map, for metrics and writers that expect a one-channel CT.
+The classes are the phantom's tissue labels (:data:`custom.phantom.LABELS`: background 0, soft tissue 1,
+brain 2, bone 3) or its structures (:data:`custom.phantom.STRUCTURES`: the tissues with bone split
+into the seven calvarial bones and the rest, and open sutures and fontanelles). A CT without labels
+(a real scan) gets classes from its HU values (:class:`StructureLabelsd`): air below -500 HU is
+background, bone above 300 HU is bone, everything between is soft tissue; brain cannot be told from
+other soft tissue by HU alone, so class 2 stays empty there. :class:`SplitStructuredPredictiond`
+turns a network's ``1 + C`` output channels back into the CT channel and a label map, for metrics and
+writers that expect a one-channel CT.
 """
 
 from __future__ import annotations
@@ -17,16 +19,24 @@ import torch
 from monai.transforms import MapTransform
 
 from custom.metrics import BONE_HU
-from custom.phantom import LABELS
+from custom.phantom.labels import LABELS, OTHER_BONE, STRUCTURES, tissues_from_structures
 
 AIR_THRESHOLD_HU = -500.0  # HU; below it a voxel is background
 
 
-def labels_from_hu(hu: torch.Tensor) -> torch.Tensor:
-    """Threshold classes of a CT in HU, same shape, uint8: background, soft tissue or bone."""
+VOCABULARIES = {"tissues": LABELS, "structures": STRUCTURES}
+BONE_CLASS = {"tissues": LABELS["bone"], "structures": STRUCTURES[OTHER_BONE]}  # bone of a CT without labels
+
+
+def labels_from_hu(hu: torch.Tensor, vocabulary: str = "tissues") -> torch.Tensor:
+    """Threshold classes of a CT in HU, same shape, uint8: background, soft tissue or bone.
+
+    In the ``structures`` vocabulary a CT's bone cannot be told apart by bone, so it is all the "other
+    bone" class (:data:`custom.phantom.labels.OTHER_BONE`).
+    """
     labels = torch.full_like(torch.as_tensor(hu), LABELS["soft_tissue"], dtype=torch.uint8)
     labels[hu < AIR_THRESHOLD_HU] = LABELS["background"]
-    labels[hu > BONE_HU] = LABELS["bone"]
+    labels[hu > BONE_HU] = BONE_CLASS[vocabulary]
     return labels
 
 
@@ -36,17 +46,23 @@ class StructureLabelsd(MapTransform):
     Args:
         keys: the CT key (one), HU. Defaults to ``ct``.
         label_key: where labels live; an existing label map (a phantom's) is kept. Defaults to ``labels``.
+        vocabulary: ``tissues`` (:data:`custom.phantom.LABELS`) or ``structures``
+            (:data:`custom.phantom.STRUCTURES`). Defaults to ``tissues``.
     """
 
-    def __init__(self, keys: Hashable = "ct", label_key: Hashable = "labels") -> None:
+    def __init__(self, keys: Hashable = "ct", label_key: Hashable = "labels", vocabulary: str = "tissues") -> None:
         super().__init__(keys)
-        self.label_key = label_key
+        if vocabulary not in VOCABULARIES:
+            raise ValueError(f"vocabulary must be one of {tuple(VOCABULARIES)}, got {vocabulary!r}.")
+        self.label_key, self.vocabulary = label_key, vocabulary
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             if self.label_key not in d:
-                d[self.label_key] = labels_from_hu(d[key])  # a MetaTensor CT gives a MetaTensor with its affine
+                d[self.label_key] = labels_from_hu(
+                    d[key], self.vocabulary
+                )  # a MetaTensor CT gives a MetaTensor with its affine
         return d
 
 
@@ -55,20 +71,28 @@ class SplitStructuredPredictiond(MapTransform):
 
     Args:
         keys: the prediction key. Defaults to ``pred``.
-        label_key: where the (1, X, Y, Z) argmax of the class logits goes. Defaults to ``pred_labels``.
+        label_key: where the (1, X, Y, Z) argmax of the class logits goes (as tissue classes when the
+            classes are structures). Defaults to ``pred_labels``.
+        structure_key: for structure classes (:data:`custom.phantom.STRUCTURES`), where their argmax
+            goes. Defaults to None: the classes are tissues.
     """
 
-    def __init__(self, keys: Hashable = "pred", label_key: Hashable = "pred_labels") -> None:
+    def __init__(
+        self, keys: Hashable = "pred", label_key: Hashable = "pred_labels", structure_key: Hashable | None = None
+    ) -> None:
         super().__init__(keys)
-        self.label_key = label_key
+        self.label_key, self.structure_key = label_key, structure_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
             prediction = d[key]
-            d[self.label_key] = prediction[1:].argmax(0, keepdim=True).to(torch.uint8)
+            classes = prediction[1:].argmax(0, keepdim=True).to(torch.uint8)
+            if self.structure_key is not None:
+                d[self.structure_key], classes = classes, tissues_from_structures(classes)
+            d[self.label_key] = classes
             d[key] = prediction[:1]
         return d
 
 
-__all__ = ["AIR_THRESHOLD_HU", "SplitStructuredPredictiond", "StructureLabelsd", "labels_from_hu"]
+__all__ = ["AIR_THRESHOLD_HU", "VOCABULARIES", "SplitStructuredPredictiond", "StructureLabelsd", "labels_from_hu"]

@@ -7,6 +7,8 @@ case named ``<case>`` it writes, in ``output_dir``:
 - ``<case>_dicom/`` (``dicom=True``): the same CT as an axial DICOM series;
 - ``<case>_labels.nii.gz`` (``label_key`` set, for networks that predict structure such as SPIDER):
   the predicted label map, uint8, same affine;
+- ``<case>_structures.nii.gz`` (``structure_key`` set, SPIDER with :data:`custom.phantom.STRUCTURES`):
+  the predicted bones, sutures and fontanelles, uint8, same affine;
 - ``<case>_bone.stl`` (``stl=True``): the bone surface at ``bone_hu``, or with a label map the
   surface of the predicted bone class (skipped with a warning when there is no bone);
 - ``<case>.png`` (``preview=True``): central CT slices next to the two input X-rays.
@@ -66,6 +68,7 @@ class SaveReconstructiond(MapTransform):
         preview: also write a PNG preview. Defaults to True.
         label_key: the predicted (1, X, Y, Z) label map to write, whose bone class then gives the
             STL. Defaults to None (a CT-only network).
+        structure_key: the predicted (1, X, Y, Z) structure map to write. Defaults to None.
         overwrite: replace a case's existing outputs. Defaults to False (FileExistsError, nothing written).
         output_key: where the written paths go in the item (a list of str). Defaults to ``outputs``.
     """
@@ -84,12 +87,13 @@ class SaveReconstructiond(MapTransform):
         label_key: Hashable | None = None,
         overwrite: bool = False,
         output_key: Hashable = "outputs",
+        structure_key: Hashable | None = None,
     ) -> None:
         super().__init__(keys)
         self.geometry, self.output_dir = geometry, Path(output_dir)
         self.image_key, self.case_key, self.output_key = image_key, case_key, output_key
         self.dicom, self.stl, self.bone_hu, self.preview = dicom, stl, bone_hu, preview
-        self.label_key, self.overwrite = label_key, overwrite
+        self.label_key, self.structure_key, self.overwrite = label_key, structure_key, overwrite
 
     def paths(self, case: Any) -> dict[str, Path]:
         """The files a case named ``case`` writes, by kind."""
@@ -97,6 +101,7 @@ class SaveReconstructiond(MapTransform):
         wanted = {
             "nifti": True,
             "labels": self.label_key is not None,
+            "structures": self.structure_key is not None,
             "dicom": self.dicom,
             "stl": self.stl,
             "preview": self.preview,
@@ -104,6 +109,7 @@ class SaveReconstructiond(MapTransform):
         names = {
             "nifti": f"{stem}.nii.gz",
             "labels": f"{stem}_labels.nii.gz",
+            "structures": f"{stem}_structures.nii.gz",
             "dicom": f"{stem}_dicom",
             "stl": f"{stem}_bone.stl",
             "preview": f"{stem}.png",
@@ -123,6 +129,9 @@ class SaveReconstructiond(MapTransform):
             labels = torch.as_tensor(d[self.label_key]).detach().cpu()
             write_label_nifti(paths["labels"], labels, self.geometry, self.overwrite)
             surface, level = (labels == LABELS["bone"]).float(), 0.5  # the bone class's boundary
+        if "structures" in paths:
+            structures = torch.as_tensor(d[self.structure_key]).detach().cpu()
+            write_label_nifti(paths["structures"], structures, self.geometry, self.overwrite)
         if "dicom" in paths:
             write_ct_dicom(paths["dicom"], hu, self.geometry, self.overwrite, patient_id=safe_case_id(case))
         if "stl" in paths:

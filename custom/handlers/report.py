@@ -25,6 +25,7 @@ from ignite.engine import Engine, Events
 from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
+from custom.structure_metrics import STRUCTURE_METRICS, structure_metrics
 
 
 def _items(output: Any) -> list[dict[str, Any]]:
@@ -46,6 +47,10 @@ class CaseMetricsReport:
         image_key: the input X-rays (2, H, W) in each batch item. Defaults to ``image``.
         overwrite: replace an existing report. Defaults to False: an existing report is refused before
             the run starts, so no evaluation time is lost.
+        structure_key, truth_structure_key: the predicted structure map in each output item and the
+            truth in each batch item (SPIDER on phantoms, :mod:`custom.structure_metrics`); when both are
+            given and present, the report adds a ``structures`` track (per-bone Dice, suture patency
+            agreement). Default to None.
     """
 
     def __init__(
@@ -55,11 +60,15 @@ class CaseMetricsReport:
         case_key: str = "case",
         image_key: str = "image",
         overwrite: bool = False,
+        structure_key: str | None = None,
+        truth_structure_key: str | None = None,
     ) -> None:
         self.paths = {"csv": Path(output_dir) / "metrics.csv", "json": Path(output_dir) / "summary.json"}
         self.evaluate = CaseEvaluator(geometry)
         self.case_key, self.image_key, self.overwrite = case_key, image_key, overwrite
+        self.structure_key, self.truth_structure_key = structure_key, truth_structure_key
         self.rows: list[dict[str, Any]] = []
+        self.tracks = dict(TRACKS)
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self._start)
@@ -68,27 +77,36 @@ class CaseMetricsReport:
 
     def _start(self, engine: Engine) -> None:
         refuse_existing(self.paths.values(), self.overwrite)
-        self.rows = []
+        self.rows, self.tracks = [], dict(TRACKS)
 
     def _collect(self, engine: Engine) -> None:
         for batch, item in zip(_items(engine.state.batch), _items(engine.state.output)):
             tracks = self.evaluate(item["pred"], item["label"], batch.get(self.image_key))
-            self.rows.append({"case": str(batch[self.case_key]), **tracks["track_a"], **tracks["track_b"]})
+            row = {"case": str(batch[self.case_key]), **tracks["track_a"], **tracks["track_b"]}
+            if self.structure_key in item and self.truth_structure_key in batch:
+                row.update(structure_metrics(item[self.structure_key], batch[self.truth_structure_key]))
+                self.tracks["structures"] = STRUCTURE_METRICS
+            self.rows.append(row)
 
     def summary(self) -> dict[str, Any]:
         """Statistics of each metric over the cases, per track (an infinite PSNR gives mean "inf", std "nan")."""
         result: dict[str, Any] = {"cases": len(self.rows)}
-        for track, names in TRACKS.items():
+        for track, names in self.tracks.items():
             result[track] = {}
             for name in names if self.rows else ():
-                statistic = summarise([row[name] for row in self.rows])
+                values = [row[name] for row in self.rows]
+                if track == "structures":  # a bone that neither map of a case shows has no Dice
+                    values = [v for v in values if not math.isnan(v)]
+                    if not values:
+                        continue
+                statistic = summarise(values)
                 result[track][name] = {key: _json_number(value) for key, value in statistic.items()}
         return result
 
     def _write(self, engine: Engine) -> None:
         table = io.StringIO()
         writer = csv.DictWriter(
-            table, fieldnames=["case", *(name for names in TRACKS.values() for name in names)], lineterminator="\n"
+            table, fieldnames=["case", *(name for names in self.tracks.values() for name in names)], lineterminator="\n"
         )
         writer.writeheader()
         writer.writerows(self.rows)
