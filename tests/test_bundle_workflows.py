@@ -17,6 +17,7 @@ import torch
 from custom.evaluation import TRACK_A, TRACK_B
 from custom.geometry import BiplanarGeometry
 from custom.networks.psctnet import psctnet
+from custom.phantom import STRUCTURES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
@@ -244,7 +245,10 @@ def test_spider_trains_evaluates_and_infers_ct_and_labels_through_the_bundle(tmp
     evaluate = json.dumps([TRAIN, str(CONFIGS / "spider_train.json"), str(CONFIGS / "evaluate.json")])
     folders = ["--output_dir", str(tmp_path / "eval"), "--ckpt_path", str(weights)]
     bundle("run", "evaluate", "--config_file", evaluate, *folders, *SPIDER_TINY, *TRAINING_DATA)
-    assert list(csv.DictReader((tmp_path / "eval" / "evaluation" / "metrics.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "eval" / "evaluation" / "metrics.csv").open()))
+    assert rows and all(0 <= float(row["patency_agreement"]) <= 1 for row in rows)  # the structures track
+    summary = json.loads((tmp_path / "eval" / "evaluation" / "summary.json").read_text())
+    assert "dice_calvarial_bones" in summary["structures"] or rows[0]["dice_calvarial_bones"] == "nan"
     inference = json.dumps([str(CONFIGS / "inference.json"), str(CONFIGS / "spider_inference.json")])
     out = tmp_path / "out"
     bundle(
@@ -261,3 +265,5 @@ def test_spider_trains_evaluates_and_infers_ct_and_labels_through_the_bundle(tmp
     ct, labels = nib.load(out / "sample.nii.gz"), nib.load(out / "sample_labels.nii.gz")
     assert ct.shape == labels.shape == TINY_GEOMETRY.vol_shape and np.allclose(labels.affine, TINY_GEOMETRY.affine)
     assert set(np.unique(np.asanyarray(labels.dataobj))) <= {0, 1, 2, 3}
+    structures = nib.load(out / "sample_structures.nii.gz")  # the bone-label map: bones, sutures, fontanelles
+    assert set(np.unique(np.asanyarray(structures.dataobj))) <= set(STRUCTURES.values())

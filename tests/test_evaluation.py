@@ -11,7 +11,7 @@ from custom.geometry import BiplanarGeometry
 from custom.paper_metrics import ZERO_ERROR_PSNR_DB
 from custom.phantom import make_phantom
 
-GEOMETRY = BiplanarGeometry().resampled((32, 32, 32), (32, 32))
+GEOMETRY = BiplanarGeometry().resampled((48, 48, 48), (48, 48))  # 4 mm voxels: an infant vault still shows
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +40,9 @@ def test_a_worse_reconstruction_scores_worse_on_every_metric(head):
     evaluate = CaseEvaluator(GEOMETRY)
     views = evaluate.drr(head)
     shrunk = torch.nn.functional.interpolate(head[None, None], scale_factor=0.75, mode="trilinear")[0, 0]
-    worse = torch.full_like(head, -1024.0)
-    worse[4:28, 4:28, 4:28] = shrunk  # the head shrunk by a quarter about the centre
+    worse = torch.full_like(head, -1024.0)  # the head shrunk by a quarter about the centre
+    start = (head.shape[0] - shrunk.shape[0]) // 2
+    worse[start : start + shrunk.shape[0], start : start + shrunk.shape[1], start : start + shrunk.shape[2]] = shrunk
     slightly = head.roll(1, 0)  # the head moved by one voxel
     good, bad = evaluate(slightly, head, views), evaluate(worse, head, views)
     for name in ("psnr_slices", "psnr_3d_bone", "ssim_slices", "psnr_slices_x2ct_peak4095"):

@@ -24,7 +24,7 @@ from custom.phantom.atlas import (
     unit_vectors,
 )
 from custom.phantom.calvarium import convex_perimeter
-from custom.phantom.cli import generate
+from custom.phantom.cli import generate, validate
 from custom.phantom.norms import anterior_closure_age, anterior_fontanelle_area, head_circumference
 from custom.phantom.realism import cephalic_index, head_circumference_cm, measure
 
@@ -257,3 +257,17 @@ def test_cli_leaves_nothing_behind_when_interrupted(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         generate(str(tmp_path), n=3, size=32, spacing=6.0)
     assert len(calls) == 2 and list(tmp_path.iterdir()) == []
+
+
+def test_realism_report_writes_its_tables_and_montage_and_refuses_to_overwrite(tmp_path):
+    validate(str(tmp_path / "report"), per_age=1, data_dir=str(tmp_path / "no_data"))
+    report = json.loads((tmp_path / "report" / "realism.json").read_text())
+    statistics = {row["statistic"] for row in report["summary"]}
+    assert statistics >= {"head_circumference_cm", "cephalic_index", "icv_ml", "thickness_parietal"}
+    assert len(report["summary"]) == 4 * len(statistics) and isinstance(report["all_within"], bool)
+    assert report["sagittal_synostosis_12_months"]["cephalic_index"] < 76
+    assert all("absent" in note for note in report["real_scans"])  # skipped cleanly without ../shared
+    assert "| 24 | cephalic_index |" in (tmp_path / "report" / "realism.md").read_text()
+    assert Image.open(tmp_path / "report" / "montage.png").height >= 8 * 160
+    with pytest.raises(FileExistsError):
+        validate(str(tmp_path / "report"), per_age=1, data_dir=str(tmp_path / "no_data"))

@@ -31,7 +31,7 @@ BONE_CLASS = {"tissues": LABELS["bone"], "structures": STRUCTURES[OTHER_BONE]}  
 def labels_from_hu(hu: torch.Tensor, vocabulary: str = "tissues") -> torch.Tensor:
     """Threshold classes of a CT in HU, same shape, uint8: background, soft tissue or bone.
 
-    In the ``structures`` vocabulary a CT's bone cannot be told apart by bone, so it is all the "other
+    HU cannot tell one bone from another, so in the ``structures`` vocabulary all bone is the "other
     bone" class (:data:`custom.phantom.labels.OTHER_BONE`).
     """
     labels = torch.full_like(torch.as_tensor(hu), LABELS["soft_tissue"], dtype=torch.uint8)
@@ -60,9 +60,8 @@ class StructureLabelsd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             if self.label_key not in d:
-                d[self.label_key] = labels_from_hu(
-                    d[key], self.vocabulary
-                )  # a MetaTensor CT gives a MetaTensor with its affine
+                # a MetaTensor CT gives a MetaTensor with its affine
+                d[self.label_key] = labels_from_hu(d[key], self.vocabulary)
         return d
 
 
