@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +35,18 @@ THICKNESS_COLUMN = {  # normative thickness column of each bone
     "occipital": "thickness_occipital",
     "temporal": "thickness_parietal",  # assumption: the table has no temporal squama
 }
+
+
+class VoxelPlace(NamedTuple):
+    """Per voxel (each the grid's shape): signed distance (mm) to the outer surface (negative inside),
+    the same to the vault carried on below its rim (:attr:`Vault.extended`), map coordinates, how much of
+    the voxel's direction the calvarium covers (0..1) and the nearest bone-map value."""
+
+    distance: torch.Tensor
+    extended_distance: torch.Tensor
+    where: torch.Tensor
+    weight: torch.Tensor
+    bone: torch.Tensor
 
 
 @dataclass
@@ -69,20 +82,21 @@ class Vault:
         """Height (head-frame z, mm) of the vertex."""
         return float(self.points[self.bones > 0][:, 2].max())
 
-    def locate(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
-        """Per voxel: signed distance (mm) to the outer surface, map coordinates, vault weight 0..1 (how
-        much of the voxel's direction the calvarium covers) and the nearest bone-map value."""
+    def locate(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor) -> VoxelPlace:
+        """Where each voxel (head-frame x, y, z in mm) lies against the calvarium (see :class:`VoxelPlace`)."""
         model = torch.stack((x / self.scale[0], y / self.scale[1], z / self.scale[2]), -1)
         rho = model.norm(dim=-1).clamp(min=1e-6)
         direction = model / rho[..., None]
         where = map_coordinates(direction)
         r, g, extended = sample_map(torch.cat((self.radius, self.slope, self.extended)), where)
         stretch = (direction * self.scale).norm(dim=-1)
-        distance = stretch * (rho - r) / torch.sqrt(1 + g * g)
-        self.extended_distance = stretch * (rho - extended)
-        weight = sample_map((self.bones > 0).float()[None], where)[0]
-        bone = sample_map(self.bones.float()[None], where, mode="nearest")[0].long()
-        return distance, where, weight, bone
+        return VoxelPlace(
+            distance=stretch * (rho - r) / torch.sqrt(1 + g * g),
+            extended_distance=stretch * (rho - extended),
+            where=where,
+            weight=sample_map((self.bones > 0).float()[None], where)[0],
+            bone=sample_map(self.bones.float()[None], where, mode="nearest")[0].long(),
+        )
 
 
 def _interpolate_age(maps: np.ndarray, ages: np.ndarray, age: float) -> torch.Tensor:
@@ -246,8 +260,9 @@ def make_vault(atlas: Atlas, p: PhantomParameters) -> Vault:
     )
 
 
-def paint_vault(canvas, vault: Vault, p: PhantomParameters, distance, where, weight, bone) -> torch.Tensor:
-    """Paint the calvarium from :meth:`Vault.locate`'s per-voxel values; return the openings map."""
+def paint_vault(canvas, vault: Vault, p: PhantomParameters, place: VoxelPlace) -> torch.Tensor:
+    """Paint the calvarium at the voxels' :class:`VoxelPlace`; return the openings map."""
+    distance, where, weight, bone = place.distance, place.where, place.weight, place.bone
     shell = (canvas.inside(distance) - canvas.inside(distance + vault.thickness[bone])) * weight
     gaps = torch.zeros_like(shell)
     opening_map = torch.zeros(shell.shape, dtype=torch.uint8)
@@ -265,4 +280,4 @@ def paint_vault(canvas, vault: Vault, p: PhantomParameters, distance, where, wei
     return opening_map
 
 
-__all__ = ["Vault", "convex_perimeter", "make_vault", "outline", "paint_vault"]
+__all__ = ["Vault", "VoxelPlace", "convex_perimeter", "make_vault", "outline", "paint_vault"]

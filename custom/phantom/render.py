@@ -61,13 +61,14 @@ def render(
     canvas = Canvas(geometry, rotation, translation)
     x, y, z = canvas.full
 
-    distance, where, weight, bone = vault.locate(x, y, z)
+    place = vault.locate(x, y, z)
+    distance, weight, bone = place.distance, place.weight, place.bone
     thickness = vault.thickness[bone]
     keep = (1 - weight) + weight * canvas.inside(distance + thickness + SKULL_BASE_DEPTH_MM)
     # nor does the adult's forehead and squama below the rim: above the orbits' centres, nothing outside
     # the inner table of the vault carried on below its rim
     above_orbits = torch.sigmoid((z - layout["orbits"][0][2]) / canvas.spacing)
-    keep = keep * (1 - (1 - canvas.inside(vault.extended_distance + thickness + 1)) * above_orbits)
+    keep = keep * (1 - (1 - canvas.inside(place.extended_distance + thickness + 1)) * above_orbits)
     skull = mapping.fraction(x, y, z) * keep
     paint_head(canvas, distance, skull, layout, p.scalp_mm, x, y, z)
     inner = distance + thickness * weight + FLOOR_MM * (1 - weight)
@@ -80,7 +81,7 @@ def render(
     canvas.paint(floor * (1 - foramen), base_hu, "bone")
     paint_skull_base(canvas, skull, base_hu)
     paint_face(canvas, layout, p.vault_hu, p.age_months, p.tooth_buds)
-    openings = paint_vault(canvas, vault, p, distance, where, weight, bone)
+    openings = paint_vault(canvas, vault, p, place)
     return Phantom(canvas.hu, canvas.labels, canvas.bones, openings, p, pose_matrix(rotation, translation))
 
 
