@@ -2,8 +2,9 @@
 
 ``python -m custom.export --out dist/`` writes ``dist/<name>_v<version>.zip`` (name and version from
 ``bundle/configs/metadata.json``) holding one folder ``<name>/`` with ``configs/``, ``models/``
-(``model.pt``), ``docs/``, ``LICENSE`` and the ``custom/`` package (Python sources only). MONAI puts a
-bundle's root on ``sys.path`` when it runs it, so after unzipping, from the bundle root::
+(``model.pt``), ``docs/``, ``LICENSE`` and the ``custom/`` package (Python sources and the phantom
+atlas). MONAI puts a bundle's root on ``sys.path`` when it runs it, so after unzipping, from the bundle
+root::
 
     python -m monai.bundle run inference --config_file configs/inference.json --bundle_root .
 
@@ -32,7 +33,8 @@ def bundle_files(root: Path = ROOT) -> dict[str, Path]:
     """The files of the packaged bundle by their path inside ``<name>/``.
 
     ``configs/`` and ``docs/`` whole, of ``models/`` only the weights (``model.pt``; not a TorchScript
-    or checkpoint left there), ``LICENSE`` and the ``custom/`` package's Python sources.
+    or checkpoint left there), ``LICENSE`` and the ``custom/`` package's Python sources with the data
+    they read (the phantoms' compact anatomy atlas, ``*.npz``).
     """
     bundle = root / "bundle"
     files = {
@@ -40,7 +42,8 @@ def bundle_files(root: Path = ROOT) -> dict[str, Path]:
     }
     files["models/model.pt"] = bundle / "models" / "model.pt"
     files["LICENSE"] = root / "LICENSE"
-    files.update({str(p.relative_to(root)): p for p in sorted((root / "custom").rglob("*.py"))})
+    for pattern in ("*.py", "*.npz"):
+        files.update({str(p.relative_to(root)): p for p in sorted((root / "custom").rglob(pattern))})
     return {name: path for name, path in files.items() if path.is_file() and not any(s in name for s in SKIPPED)}
 
 

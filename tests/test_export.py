@@ -53,6 +53,7 @@ def test_the_zip_holds_the_bundle_layout_and_no_large_file(unzipped):
     configs = ("metadata.json", "inference.json", "train.json", "evaluate.json", "multi_gpu_train.json", "logging.conf")
     expected = {f"configs/{name}" for name in configs} | {"models/model.pt", "docs/README.md", "LICENSE"}
     expected |= {"docs/samples/sample_frontal.png", "custom/__init__.py", "custom/networks/psctnet.py"}
+    expected |= {"custom/phantom/anatomy.npz"}  # the phantoms need their atlas
     assert {f"{NAME}/{name}" for name in expected} <= set(names)
     assert all(name.startswith(f"{NAME}/") and "__pycache__" not in name for name in names)
     with pytest.raises(FileExistsError):
