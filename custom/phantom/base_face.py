@@ -68,11 +68,6 @@ class SkullMapping:
         return out.reshape(shape) * (height / TAPER_MM).clamp(0, 1).expand(shape)
 
 
-def paint_skull_base(canvas: Canvas, fraction: torch.Tensor, hu: float) -> None:
-    """Paint the kept template bone (a (X, Y, Z) fraction from :meth:`SkullMapping.fraction`)."""
-    canvas.paint(fraction, hu, "bone")
-
-
 def face_layout(mapping: SkullMapping, half_breadth_mm: float) -> dict[str, object]:
     """Head-frame positions (mm) of the drawn face's parts, from the orbits and the cranium's size."""
     k = half_breadth_mm / NEWBORN_HALF_BREADTH_MM  # the face grows with the cranium
@@ -143,4 +138,4 @@ def paint_face(canvas: Canvas, layout: dict, vault_hu: float, age_months: float,
             canvas.paint(body, norms.SPINE_HU_FACTOR * vault_hu, "bone", box)
 
 
-__all__ = ["ORBIT_CENTRE_MM", "SkullMapping", "face_layout", "paint_face", "paint_skull_base"]
+__all__ = ["ORBIT_CENTRE_MM", "SkullMapping", "face_layout", "paint_face"]

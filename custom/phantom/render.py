@@ -10,7 +10,7 @@ import torch
 from custom.geometry import BiplanarGeometry, rotation_matrix
 from custom.phantom import norms
 from custom.phantom.atlas import Atlas, load_atlas
-from custom.phantom.base_face import SkullMapping, face_layout, paint_face, paint_skull_base
+from custom.phantom.base_face import SkullMapping, face_layout, paint_face
 from custom.phantom.calvarium import make_vault, outline, paint_vault
 from custom.phantom.canvas import Canvas, pose_matrix
 from custom.phantom.parameters import PhantomParameters, sample_parameters
@@ -64,9 +64,10 @@ def render(
     place = vault.locate(x, y, z)
     distance, weight, bone = place.distance, place.weight, place.bone
     thickness = vault.thickness[bone]
+    # the adult skull only where the calvarium does not cover it, or deep under its inner table; and
+    # above the orbits' centres only inside the inner table of the vault carried on below its rim (no
+    # adult forehead or squama below the infant's rim)
     keep = (1 - weight) + weight * canvas.inside(distance + thickness + SKULL_BASE_DEPTH_MM)
-    # nor does the adult's forehead and squama below the rim: above the orbits' centres, nothing outside
-    # the inner table of the vault carried on below its rim
     above_orbits = torch.sigmoid((z - layout["orbits"][0][2]) / canvas.spacing)
     keep = keep * (1 - (1 - canvas.inside(place.extended_distance + thickness + 1)) * above_orbits)
     skull = mapping.fraction(x, y, z) * keep
@@ -79,7 +80,7 @@ def render(
     foramen = canvas.inside(torch.sqrt((x - sx) ** 2 + (y - sy) ** 2) - 7 * layout["scale"])
     base_hu = norms.BASE_HU_FACTOR * p.vault_hu
     canvas.paint(floor * (1 - foramen), base_hu, "bone")
-    paint_skull_base(canvas, skull, base_hu)
+    canvas.paint(skull, base_hu, "bone")
     paint_face(canvas, layout, p.vault_hu, p.age_months, p.tooth_buds)
     openings = paint_vault(canvas, vault, p, place)
     return Phantom(canvas.hu, canvas.labels, canvas.bones, openings, p, pose_matrix(rotation, translation))
