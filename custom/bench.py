@@ -32,13 +32,12 @@ import fire
 import nibabel as nib
 import numpy as np
 import torch
-from PIL import Image
-
 from custom.ellipsoids import analytic_head, rasterise
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.physics import hu_to_mu
 from custom.projector import Projector
+from PIL import Image
 
 OPS = ("forward", "backproject", "adjoint")
 
@@ -189,7 +188,7 @@ def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> None:
         print(f"{name:>28} {record['size']:>4}^3  {timing}  {record['device']}")
         records.append(record)
     if json is not None:
-        atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=2) + "\n"), overwrite)
+        atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=4) + "\n"), overwrite)
         print(f"wrote {json}")
 
 
@@ -340,7 +339,7 @@ def phantoms(json: str | None = None, n: int = 20, size: int = 128, threads: int
     }
     print(dumps(record))
     if json is not None:
-        atomic_write(json, lambda tmp: tmp.write_text(dumps([record], indent=2) + "\n"), overwrite)
+        atomic_write(json, lambda tmp: tmp.write_text(dumps([record], indent=4) + "\n"), overwrite)
 
 
 def demo(out: str = "demo", overwrite: bool = False) -> None:
@@ -368,7 +367,7 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
         atomic_write(paths[f"{name}.png"], lambda tmp, png=png: png.save(tmp, format="PNG"), overwrite)
     volume = nib.Nifti1Image(hu.numpy().astype(np.int16), geometry.affine)
     atomic_write(paths["phantom.nii.gz"], lambda tmp: nib.save(volume, tmp), overwrite)
-    text = dumps(geometry.to_dict(), indent=2) + "\n"
+    text = dumps(geometry.to_dict(), indent=4) + "\n"
     atomic_write(paths["geometry.json"], lambda tmp: tmp.write_text(text), overwrite)
     print("\n".join(map(str, paths.values())))
 

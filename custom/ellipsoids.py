@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-
 from custom.geometry import BiplanarGeometry, Vector
 
 

@@ -22,7 +22,6 @@ import math
 import statistics
 
 import torch
-
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.geometry import BiplanarGeometry
 from custom.metrics import as_case_pair, bone_surface_distances, case_metrics, projection_psnr

@@ -14,9 +14,8 @@ the grid's depth), so the term is on the volume's scale and its weight means the
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from custom.projector import Projector
+from torch import nn
 
 PROJECTION_MODES = ("geometry", "parallel")
 

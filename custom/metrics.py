@@ -25,14 +25,13 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
+from custom.physics import AIR_HU
 from monai.metrics import (
     CumulativeIterationMetric,
     SSIMMetric,
     compute_average_surface_distance,
     compute_hausdorff_distance,
 )
-
-from custom.physics import AIR_HU
 
 WINDOW_HU = (AIR_HU, AIR_HU + 2500.0)  # HU; the physical metrics' window and data range
 DATA_RANGE_HU = WINDOW_HU[1] - WINDOW_HU[0]

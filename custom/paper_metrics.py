@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from custom.metrics import as_case_pair
 
 BONE_ONLY_HU = 200.0  # HU; the bone-only target keeps voxels above it

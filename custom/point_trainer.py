@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
-from monai.engines.utils import IterationEvents
-
 from custom.data.points import sample_voxels
 from custom.engine import CudaAmpTrainer
 from custom.phantom import LABELS
+from monai.engines.utils import IterationEvents
 
 
 class PointSampledTrainer(CudaAmpTrainer):

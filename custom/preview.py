@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
 from custom.geometry import VIEW_NAMES
+from PIL import Image, ImageDraw
 
 WINDOW_HU = (-200.0, 1500.0)  # display window of CT slices
 

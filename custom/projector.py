@@ -52,9 +52,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from custom.geometry import VIEW_NAMES, BiplanarGeometry, View
+from torch import nn
 
 REDUCTIONS = ("mean", "sum", "none")
 BACKPROJECTIONS = ("auto", "separable", "sampling")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
 from custom.metrics import BONE_HU
 
 RENDER_VIEWS = ("frontal", "lateral")

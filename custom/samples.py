@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import fire
-
 from custom.data.simulate import DetectorModel, SimulateBiplanarXRay
 from custom.data.xray import write_xray
 from custom.files import refuse_existing

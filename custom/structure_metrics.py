@@ -18,7 +18,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-
 from custom.phantom.labels import BONES, STRUCTURES, SUTURE_BONES
 
 MIN_SUTURE_VOXELS = 20  # voxels of suture near both bones for the suture to count as open

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas
 from custom.geometry import BiplanarGeometry
 

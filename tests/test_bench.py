@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from custom.bench import NETWORK_OPS, OPS, demo, measure, measure_network, networks, phantoms, projector
 from custom.ellipsoids import analytic_head
 from custom.geometry import BiplanarGeometry
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"op": str, "size": int, "device": str, "dtype": str, "median_ms": float, "peak_mem_mb": float}

@@ -5,11 +5,10 @@ import math
 from dataclasses import replace
 
 import pytest
-from PIL import Image
-from test_benchmark_run import TINY as RUN_TINY
-
 from custom.benchmark.curves import METRICS, curves, training_curve
 from custom.benchmark.profiles import PROFILES
+from PIL import Image
+from test_benchmark_run import TINY as RUN_TINY
 
 TINY = replace(  # the side-by-side benchmark's tiny profile with a validation split to measure on
     RUN_TINY, name="tiny_curves", overrides={**RUN_TINY.overrides, "split_fractions": [0.5, 0.25, 0.25]}

@@ -4,10 +4,9 @@ import json
 import math
 
 import pytest
-from PIL import Image
-
 from custom.benchmark.report import markdown, write_results
 from custom.evaluation import TRACK_A, TRACK_B
+from PIL import Image
 
 EFFICIENCY = {
     "params": 10,
@@ -20,7 +19,7 @@ EFFICIENCY = {
 
 
 def _record(name: str, mae: float, psnr: float) -> dict:
-    track_b = {metric: 0.5 for metric in TRACK_B} | {"mae_hu": mae, "psnr_3d": psnr}
+    track_b = dict.fromkeys(TRACK_B, 0.5) | {"mae_hu": mae, "psnr_3d": psnr}
     cases = [{"case": "c1", **dict.fromkeys(TRACK_A, 1.0), **track_b}]
     return {
         "variant": name,

@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from custom.benchmark import run as benchmark
 from custom.benchmark.profiles import PROFILES, Profile
 from custom.benchmark.variants import VARIANTS, Variant

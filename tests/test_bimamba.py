@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom.networks.bimamba import BiMamba3d, BiMambaBlock
 from custom.networks.mamba import Mamba
 

@@ -13,7 +13,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from custom.evaluation import TRACK_A, TRACK_B
 from custom.geometry import BiplanarGeometry
 from custom.networks.psctnet import psctnet

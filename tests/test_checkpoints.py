@@ -5,7 +5,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from custom.handlers.checkpoints import BestModelSaver, EpochCheckpointSaver, epoch_checkpoints, prepare_training_run
 
 

@@ -10,20 +10,13 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from custom.data.ct import CanonicaliseCT, CanonicaliseCTd, LoadCT, LoadCTd, connected_components
+from custom.data.simulate import SimulateBiplanarXRay
+from custom.geometry import BiplanarGeometry
 from monai.data import MetaTensor
 from monai.transforms import Compose, ScaleIntensityRange
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
-from custom.data.ct import (
-    CanonicaliseCT,
-    CanonicaliseCTd,
-    LoadCT,
-    LoadCTd,
-    connected_components,
-)
-from custom.data.simulate import SimulateBiplanarXRay
-from custom.geometry import BiplanarGeometry
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LPS = np.diag([-1.0, -1.0, 1.0])  # RAS <-> LPS for points (its own inverse)

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from custom.ellipsoids import Ellipsoid, analytic_head, rasterise
 from custom.geometry import BiplanarGeometry
 

@@ -2,12 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Events
-from monai.data import DataLoader, Dataset
-from monai.handlers import CheckpointLoader, CheckpointSaver
-from monai.transforms import Compose, Lambdad
-from monai.utils import set_determinism
-
 from custom.data.datasets import MakePhantomd, phantom_datalist
 from custom.data.pose import RandHeadPosed
 from custom.data.simulate import SimulateBiplanarXRayd, XRayAugmentation
@@ -18,6 +12,11 @@ from custom.networks.discriminator import MultiScalePatchDiscriminator3d
 from custom.networks.floor import fit_floor
 from custom.networks.psctnet import psctnet
 from custom.physics import hu_to_network
+from ignite.engine import Events
+from monai.data import DataLoader, Dataset
+from monai.handlers import CheckpointLoader, CheckpointSaver
+from monai.transforms import Compose, Lambdad
+from monai.utils import set_determinism
 
 GEOMETRY = BiplanarGeometry(vol_shape=(16,) * 3, vol_spacing=12.0, det_shape=(16, 16))
 

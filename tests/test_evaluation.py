@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.evaluation import TRACK_A, TRACK_B, CaseEvaluator, summarise
 from custom.geometry import BiplanarGeometry

@@ -3,7 +3,6 @@ from __future__ import annotations
 import stat
 
 import pytest
-
 from custom.files import atomic_write, refuse_existing
 
 

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from custom.networks.hash_encoding import HashEncoding
 
 

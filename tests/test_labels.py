@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import torch
-from monai.data import MetaTensor
-
 from custom.data.labels import SplitStructuredPredictiond, StructureLabelsd, labels_from_hu
 from custom.phantom import LABELS
+from monai.data import MetaTensor
 
 
 def test_threshold_classes_of_air_soft_tissue_and_bone():

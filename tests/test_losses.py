@@ -2,14 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom.geometry import BiplanarGeometry
-from custom.losses import (
-    GeneratorLoss,
-    ProjectionConsistencyLoss,
-    lsgan_discriminator_loss,
-    lsgan_generator_loss,
-)
+from custom.losses import GeneratorLoss, ProjectionConsistencyLoss, lsgan_discriminator_loss, lsgan_generator_loss
 from custom.projector import Projector
 
 PARALLEL = BiplanarGeometry(vol_shape=(16,) * 3, vol_spacing=4.0, det_shape=(16, 16), beam="parallel")
@@ -67,8 +61,7 @@ def test_generator_loss_weights_its_terms_and_passes_gradients():
 
 
 @pytest.mark.parametrize(
-    "build",
-    [lambda: ProjectionConsistencyLoss(Projector(CONE), "fan"), lambda: GeneratorLoss(Projector(CONE), -1.0)],
+    "build", [lambda: ProjectionConsistencyLoss(Projector(CONE), "fan"), lambda: GeneratorLoss(Projector(CONE), -1.0)]
 )
 def test_ill_arg(build):
     with pytest.raises(ValueError):

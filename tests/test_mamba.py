@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import math
 
+import custom.networks.mamba as mamba_module
+import custom.networks.selective_scan as ss
 import pytest
 import torch
 import torch.nn.functional as F
-
-import custom.networks.mamba as mamba_module
-import custom.networks.selective_scan as ss
 from custom.networks.mamba import Mamba
 from custom.networks.selective_scan import (
     SELECTIVE_SCAN_ENV,

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from monai.bundle import verify_metadata
-
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.physics import NETWORK_HU_RANGE
+from monai.bundle import verify_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
 METADATA = ROOT / "bundle" / "configs" / "metadata.json"

@@ -4,8 +4,6 @@ import math
 
 import pytest
 import torch
-from monai.metrics import SSIMMetric
-
 from custom.metrics import (
     CASE_METRICS,
     DATA_RANGE_HU,
@@ -19,6 +17,7 @@ from custom.metrics import (
     psnr_3d,
     ssim_3d,
 )
+from monai.metrics import SSIMMetric
 
 
 def test_window_is_air_to_dense_bone_2500_hu_wide():

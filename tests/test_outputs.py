@@ -4,7 +4,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-
 from custom.data.outputs import SaveReconstructiond, safe_case_id
 from custom.geometry import BiplanarGeometry
 from custom.phantom import LABELS

@@ -8,8 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from custom.geometry import BiplanarGeometry
 from custom.phantom import BONE_LABELS, LABELS, OPENINGS, SUTURES, VARIANTS, make_phantom, sample_parameters
 from custom.phantom.atlas import (
@@ -27,6 +25,7 @@ from custom.phantom.calvarium import convex_perimeter
 from custom.phantom.cli import generate, validate
 from custom.phantom.norms import anterior_closure_age, anterior_fontanelle_area, head_circumference
 from custom.phantom.realism import cephalic_index, head_circumference_cm, measure
+from PIL import Image
 
 COARSE = BiplanarGeometry(vol_shape=(64,) * 3, vol_spacing=3.0)
 FINE = BiplanarGeometry()  # 128^3 x 1.5 mm: sutures of 1-2 mm need it

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom.data.points import boundary_mask, sample_voxels
 
 

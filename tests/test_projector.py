@@ -2,11 +2,10 @@ from __future__ import annotations
 
 import math
 
+import custom.projector as projector_module
 import pytest
 import torch
 import torch.nn.functional as F
-
-import custom.projector as projector_module
 from custom.ellipsoids import Ellipsoid, rasterise
 from custom.geometry import BiplanarGeometry, View
 from custom.projector import Projector

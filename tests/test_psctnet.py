@@ -4,7 +4,6 @@ import io
 
 import pytest
 import torch
-
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.geometry import BiplanarGeometry
 from custom.networks.encoder import Encoder

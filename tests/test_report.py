@@ -6,7 +6,6 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-
 from custom.evaluation import TRACK_A, TRACK_B, CaseEvaluator
 from custom.geometry import BiplanarGeometry
 from custom.handlers.report import CaseMetricsReport

@@ -4,10 +4,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from custom.data.xray import LoadXRay
 from custom.samples import sample_paths, write_sample_pair
+from PIL import Image
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "docs" / "samples"
 # The generator's floating point differs across CPUs (seen: 8-11 of 16384 pixels off by at most 17 of

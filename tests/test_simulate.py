@@ -5,15 +5,14 @@ import math
 import numpy as np
 import pytest
 import torch
-from monai.data import MetaTensor
-from monai.transforms import Compose
-
 from custom.data.pose import RandHeadPosed, rigid_motion
 from custom.data.simulate import DetectorModel, SimulateBiplanarXRay, SimulateBiplanarXRayd, XRayAugmentation
 from custom.geometry import BiplanarGeometry
 from custom.phantom import make_phantom
 from custom.physics import MU_WATER, detector_blur, hu_to_mu, normalise_radiograph
 from custom.projector import Projector
+from monai.data import MetaTensor
+from monai.transforms import Compose
 
 GEOMETRY = BiplanarGeometry(vol_shape=(48,) * 3, vol_spacing=4.0, det_shape=(48, 48))
 PARALLEL = BiplanarGeometry(vol_shape=(32,) * 3, vol_spacing=4.0, det_shape=(32, 32), beam="parallel")

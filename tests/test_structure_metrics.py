@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from custom.data.datasets import MakePhantomd
 from custom.data.labels import SplitStructuredPredictiond
 from custom.geometry import BiplanarGeometry

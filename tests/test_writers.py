@@ -6,7 +6,6 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-
 from custom.data.ct import LoadCT
 from custom.data.writers import write_bone_stl, write_ct_dicom, write_ct_nifti
 from custom.geometry import BiplanarGeometry
@@ -86,10 +85,7 @@ def test_nothing_is_overwritten_or_left_half_written(tmp_path, ct, monkeypatch):
     assert int(pydicom.dcmread(tmp_path / "series" / "slice_0000.dcm").pixel_array.min()) == -1023
 
 
-@pytest.mark.parametrize(
-    "volume",
-    [torch.zeros(12, 10, 7), torch.full((12, 10, 8), float("nan"))],
-)
+@pytest.mark.parametrize("volume", [torch.zeros(12, 10, 7), torch.full((12, 10, 8), float("nan"))])
 def test_ill_arg(tmp_path, volume):
     with pytest.raises(ValueError):
         write_ct_nifti(tmp_path / "x.nii.gz", volume, GEOMETRY)

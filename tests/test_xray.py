@@ -1,16 +1,15 @@
 from __future__ import annotations
 
+import custom.data.xray as xray
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-import custom.data.xray as xray
 from custom.data.xray import LoadXRay, LoadXRayd, write_xray
 from custom.geometry import BiplanarGeometry
 from custom.physics import normalise_radiograph
+from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 GEOMETRY = BiplanarGeometry(det_shape=(48, 64), det_spacing=2.0)  # H != W catches transposed images
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation

@@ -6,7 +6,6 @@ python -m custom.benchmark training_curve --log_dir eval --out DIR
 """
 
 import fire
-
 from custom.benchmark.curves import curves, training_curve
 from custom.benchmark.run import run
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import nn
-
 from custom.geometry import BiplanarGeometry
 from custom.networks.backprojection import BackProjectionPrior
 from custom.networks.floor import VoxelwiseLinearFloor
 from custom.projector import Projector
+from torch import nn
 
 
 def _geometry(geometry: BiplanarGeometry | dict | None) -> BiplanarGeometry:

@@ -29,11 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Events
-from monai.bundle import ConfigParser
-from monai.utils import set_determinism
-from PIL import Image, ImageDraw
-
 from custom.bench import device_name
 from custom.benchmark.profiles import PROFILES
 from custom.benchmark.report import strict_json
@@ -50,6 +45,10 @@ from custom.files import atomic_write, refuse_existing
 from custom.metrics import bone_dice, mae_hu, psnr_3d
 from custom.networks.floor import fit_floor
 from custom.physics import network_to_hu
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.utils import set_determinism
+from PIL import Image, ImageDraw
 
 METRICS = {"psnr_3d": ("PSNR3D (dB)", psnr_3d), "mae_hu": ("MAE (HU)", mae_hu), "bone_dice": ("bone Dice", bone_dice)}
 OUTPUTS = ("curves.json", "curves.png")
@@ -168,7 +167,7 @@ def curves(
     Raises:
         ValueError: unknown or fitted variants, an unknown profile, or non-positive times.
     """
-    names = [v for v in variants.split(",")] if isinstance(variants, str) else list(variants)
+    names = variants.split(",") if isinstance(variants, str) else list(variants)
     bad = [n for n in names if n not in VARIANTS or VARIANTS[n].fitted is not None]
     if bad or profile not in PROFILES or seconds <= 0 or every <= 0:
         raise ValueError(
@@ -259,13 +258,4 @@ def training_curve(log_dir: str, out: str = "curves", name: str = "psctnet", ove
     return record
 
 
-__all__ = [
-    "METRICS",
-    "OUTPUTS",
-    "curves",
-    "learning_curve",
-    "plot",
-    "run_curve",
-    "training_curve",
-    "validation_point",
-]
+__all__ = ["METRICS", "OUTPUTS", "curves", "learning_curve", "plot", "run_curve", "training_curve", "validation_point"]

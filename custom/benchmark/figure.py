@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
-
 from custom.preview import WINDOW_HU, ct_slices
 from custom.render import RENDER_VIEWS, bone_surface
+from PIL import Image, ImageDraw
 
 LABEL_WIDTH = 96  # pixels for the method's name left of its row
 

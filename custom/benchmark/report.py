@@ -27,10 +27,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
 from custom.evaluation import LOWER_IS_BETTER, TRACK_A, TRACK_B
 from custom.files import atomic_write
+from PIL import Image
 
 OUTPUTS = ("results.json", "results.csv", "cases.csv", "results.md", "ood_results.json", "comparison.png")
 EFFICIENCY = ("params", "model_mb", "infer_ms", "peak_mem_mb", "train_s_per_iter", "iterations")
@@ -71,7 +70,7 @@ def _strict(value: Any) -> Any:
 
 def strict_json(value: Any) -> str:
     """``value`` as indented strict JSON text (non-finite floats as strings), with a final newline."""
-    return json.dumps(_strict(value), indent=2, allow_nan=False) + "\n"
+    return json.dumps(_strict(value), indent=4, allow_nan=False) + "\n"
 
 
 def _csv(rows: list[dict[str, Any]]) -> str:

@@ -33,12 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Events
-from monai.bundle import ConfigParser
-from monai.data import CacheDataset
-from monai.utils import set_determinism
-from torch import nn
-
 from custom.bench import device_name, median_ms, memory_baseline, peak_memory_mb
 from custom.benchmark.figure import comparison_figure
 from custom.benchmark.profiles import PROFILES, Profile
@@ -52,6 +46,11 @@ from custom.phantom import LABELS, STRUCTURES
 from custom.phantom.labels import tissues_from_structures
 from custom.physics import network_to_hu
 from custom.structure_metrics import structure_metrics
+from ignite.engine import Events
+from monai.bundle import ConfigParser
+from monai.data import CacheDataset
+from monai.utils import set_determinism
+from torch import nn
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 

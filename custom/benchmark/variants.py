@@ -17,10 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
-
 from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas, VoxelwiseBackProjection
 from custom.networks.psctnet import ABLATIONS
+from torch import nn
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from monai.transforms import MapTransform
-
 from custom.metrics import BONE_HU
 from custom.phantom.labels import LABELS, OTHER_BONE, STRUCTURES, tissues_from_structures
+from monai.transforms import MapTransform
 
 AIR_THRESHOLD_HU = -500.0  # HU; below it a voxel is background
 

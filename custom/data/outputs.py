@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from monai.transforms import MapTransform
-
 from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
 from custom.phantom import LABELS
 from custom.physics import network_to_hu
 from custom.preview import montage
+from monai.transforms import MapTransform
 
 MAX_CASE_ID_LENGTH = 120
 

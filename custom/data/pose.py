@@ -11,13 +11,12 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from monai.config import KeysCollection
-from monai.data import MetaTensor
-from monai.transforms import MapTransform, RandomizableTransform
-
 from custom.data.ct import sample_voxels
 from custom.geometry import rotation_matrix
 from custom.physics import AIR_HU
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform
 
 
 def rigid_motion(

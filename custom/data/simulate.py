@@ -21,9 +21,6 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from monai.config import KeysCollection
-from monai.transforms import MapTransform, Randomizable, Transform
-
 from custom.geometry import BiplanarGeometry
 from custom.physics import (
     MU_WATER,
@@ -35,6 +32,8 @@ from custom.physics import (
     transmission,
 )
 from custom.projector import Projector
+from monai.config import KeysCollection
+from monai.transforms import MapTransform, Randomizable, Transform
 
 
 @dataclass(frozen=True)

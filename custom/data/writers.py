@@ -26,11 +26,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
-
 from custom.files import atomic_write, normal_mode, refuse_existing
 from custom.geometry import BiplanarGeometry
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 
 def _int16_hu(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry) -> np.ndarray:

@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine, Events
-
 from custom.files import atomic_write
+from ignite.engine import Engine, Events
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from custom.preview import montage
 from ignite.engine import Engine, Events
 from monai.handlers import TensorBoardHandler
-
-from custom.preview import montage
 
 
 class TensorBoardPreview(TensorBoardHandler):

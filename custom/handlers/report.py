@@ -20,12 +20,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ignite.engine import Engine, Events
-
 from custom.evaluation import TRACKS, CaseEvaluator, summarise
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
 from custom.structure_metrics import STRUCTURE_METRICS, structure_metrics
+from ignite.engine import Engine, Events
 
 
 def _items(output: Any) -> list[dict[str, Any]]:
@@ -111,7 +110,7 @@ class CaseMetricsReport:
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write(self.paths["csv"], lambda tmp: tmp.write_text(table.getvalue()), self.overwrite)
-        text = json.dumps(self.summary(), indent=2, allow_nan=False) + "\n"
+        text = json.dumps(self.summary(), indent=4, allow_nan=False) + "\n"
         atomic_write(self.paths["json"], lambda tmp: tmp.write_text(text), self.overwrite)
 
 

@@ -14,9 +14,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from torch import nn
 
 PRIORS = ("none", "bias", "mask")
 

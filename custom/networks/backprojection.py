@@ -7,10 +7,9 @@ the X-rays were taken (cone beam, magnification, orientation); nothing is learne
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from custom.networks.blocks import conv
 from custom.projector import Projector
+from torch import nn
 
 
 class BackProjectionPrior(nn.Module):

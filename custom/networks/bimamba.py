@@ -9,9 +9,8 @@ token sees the whole grid, followed by a SiLU MLP. :class:`BiMambaBlock` is one 
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from custom.networks.mamba import Mamba
+from torch import nn
 
 
 class BiMambaBlock(nn.Module):

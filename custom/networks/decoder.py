@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from custom.networks.blocks import UpStage
+from torch import nn
 
 
 class Decoder(nn.Module):

@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from torch import nn
-
 from custom.geometry import VIEW_NAMES
 from custom.networks.blocks import DownStage, conv
+from torch import nn
 
 
 class Encoder(nn.Module):

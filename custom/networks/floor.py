@@ -28,11 +28,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from torch import nn
-
 from custom.geometry import BiplanarGeometry
 from custom.networks.backprojection import BackProjectionPrior
 from custom.projector import Projector
+from torch import nn
 
 FLOORS = ("voxelwise", "atlas")
 MAP_DTYPE = torch.float16  # storage of the gain and offset maps (see the module docstring)

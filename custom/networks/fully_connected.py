@@ -11,9 +11,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from custom.geometry import VIEW_NAMES
+from torch import nn
 
 
 class FullyConnectedLink(nn.Module):

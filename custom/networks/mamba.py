@@ -15,9 +15,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from custom.networks.selective_scan import selective_scan
+from torch import nn
 
 
 class Mamba(nn.Module):
@@ -117,7 +116,7 @@ class Mamba(nn.Module):
         dt = torch.exp(torch.rand(self.d_inner) * (log_max - log_min) + log_min).clamp(min=self.dt_init_floor)
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))
         # 3. A_log (kept in float32 by the forward).
-        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.d_inner, -1)
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.d_inner, -1)  # noqa: N806
         self.A_log.copy_(torch.log(A))
         # 4. Skip.
         self.D.fill_(1.0)
@@ -144,22 +143,14 @@ class Mamba(nn.Module):
         x = F.silu(self.conv1d(x)[..., :length])  # (B, d_inner, L)
         # 3. Input-dependent step size, B and C.
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2 d_state)
-        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt, B, C = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)  # noqa: N806
         delta = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, d_inner, L), bias added in the scan
-        B = B.transpose(1, 2).contiguous()  # (B, d_state, L)
-        C = C.transpose(1, 2).contiguous()  # (B, d_state, L)
+        B = B.transpose(1, 2).contiguous()  # (B, d_state, L)  # noqa: N806
+        C = C.transpose(1, 2).contiguous()  # (B, d_state, L)  # noqa: N806
         # 4. Selective scan with the skip D and the gate silu(z).
-        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)
+        A = -torch.exp(self.A_log.float())  # (d_inner, d_state)  # noqa: N806
         y = selective_scan(
-            x,
-            delta,
-            A,
-            B,
-            C,
-            self.D.float(),
-            z=z,
-            delta_bias=self.dt_proj.bias.float(),
-            delta_softplus=True,
+            x, delta, A, B, C, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(), delta_softplus=True
         )  # (B, d_inner, L)
         # 5. Output projection.
         return self.out_proj(y.transpose(1, 2))  # (B, L, d_model)

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
-
 from custom.geometry import VIEW_NAMES
 from custom.networks.blocks import UpStage
+from torch import nn
 
 
 class MultiViewFusion(nn.Module):

@@ -37,8 +37,6 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch import nn
-
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.networks.agp import AttentionGuidedProjection
 from custom.networks.backprojection import BackProjectionConditioning
@@ -52,6 +50,7 @@ from custom.networks.fully_connected import FullyConnectedLink
 from custom.networks.multiview import MultiViewFusion
 from custom.networks.refine import GuidedRefinement
 from custom.projector import Projector
+from torch import nn
 
 
 class PSCTNet(nn.Module):

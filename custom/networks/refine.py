@@ -21,9 +21,8 @@ comes from one zero-initialised 1x1x1 convolution, so the correction starts at e
 from __future__ import annotations
 
 import torch
-from torch import nn
-
 from custom.networks.folding import depth_to_space
+from torch import nn
 
 
 class GuidedRefinement(nn.Module):

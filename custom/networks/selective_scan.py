@@ -9,7 +9,8 @@ zero-order hold for ``A`` and Euler for ``B`` and run as a linear recurrence ove
     y_t     = C_t . h_t + D * u_t
     y_t     = y_t * silu(z_t)                             (optional gate)
 
-All three functions share the signature of mamba_ssm's ``selective_scan_fn`` and compute the same function:
+All three functions share the signature of mamba_ssm's ``selective_scan_fn`` (its argument names too, hence
+the capitals A, B, C, D that linters flag) and compute the same function:
 
 ``selective_scan_reference``
     The recurrence as a plain Python loop over time: slow, obviously right, the yardstick for the others.
@@ -50,10 +51,10 @@ ScanResult = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 def _check_shapes(
     u: torch.Tensor,
     delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None,
+    A: torch.Tensor,  # noqa: N803
+    B: torch.Tensor,  # noqa: N803
+    C: torch.Tensor,  # noqa: N803
+    D: torch.Tensor | None,  # noqa: N803
     z: torch.Tensor | None,
     delta_bias: torch.Tensor | None,
 ) -> None:
@@ -87,15 +88,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _discretisation_inputs(
     u: torch.Tensor,
     delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
+    A: torch.Tensor,  # noqa: N803
+    B: torch.Tensor,  # noqa: N803
+    C: torch.Tensor,  # noqa: N803
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
 ) -> tuple[torch.Tensor, ...]:
     """Shared step 1: cast to the compute dtype and form the step size ``delta`` (bias, softplus)."""
     dtype = _compute_dtype(u.dtype)
-    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
+    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))  # noqa: N806
     if delta_bias is not None:
         delta = delta + delta_bias.to(dtype)[:, None]
     if delta_softplus:
@@ -104,11 +105,11 @@ def _discretisation_inputs(
 
 
 def _skip_and_gate(
-    y: torch.Tensor, u: torch.Tensor, D: torch.Tensor | None, z: torch.Tensor | None, dtype: torch.dtype
+    y: torch.Tensor, u: torch.Tensor, skip: torch.Tensor | None, z: torch.Tensor | None, dtype: torch.dtype
 ) -> torch.Tensor:
-    """Shared last step: ``y + D u``, gated by ``silu(z)``, in the output dtype."""
-    if D is not None:
-        y = y + D.to(y.dtype)[:, None] * u
+    """Shared last step: ``y + D u`` (``skip`` is ``D``), gated by ``silu(z)``, in the output dtype."""
+    if skip is not None:
+        y = y + skip.to(y.dtype)[:, None] * u
     if z is not None:
         y = y * F.silu(z.to(y.dtype))
     return y.to(dtype)
@@ -117,10 +118,10 @@ def _skip_and_gate(
 def selective_scan_reference(
     u: torch.Tensor,
     delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
+    A: torch.Tensor,  # noqa: N803
+    B: torch.Tensor,  # noqa: N803
+    C: torch.Tensor,  # noqa: N803
+    D: torch.Tensor | None = None,  # noqa: N803
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
@@ -150,7 +151,7 @@ def selective_scan_reference(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     # 1. Step size and compute dtype.
-    u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)  # noqa: N806
     # 2. Recurrence h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t, read out y_t = C_t . h_t.
     h = u.new_zeros(u.shape[0], u.shape[1], A.shape[1])  # (batch, dim, N)
     ys = []
@@ -198,10 +199,10 @@ def _linear_recurrence(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def selective_scan_parallel(
     u: torch.Tensor,
     delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
+    A: torch.Tensor,  # noqa: N803
+    B: torch.Tensor,  # noqa: N803
+    C: torch.Tensor,  # noqa: N803
+    D: torch.Tensor | None = None,  # noqa: N803
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,
@@ -220,7 +221,7 @@ def selective_scan_parallel(
     _check_shapes(u, delta, A, B, C, D, z, delta_bias)
     dtype_in = u.dtype
     # 1. Step size and compute dtype.
-    u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)
+    u, delta, A, B, C = _discretisation_inputs(u, delta, A, B, C, delta_bias, delta_softplus)  # noqa: N806
     # 2. Discretised decays and drives, time on dim -2.
     decay = torch.exp(delta[..., None] * A[:, None, :])  # (batch, dim, L, N)
     drive = (delta * u)[..., None] * B.transpose(1, 2)[:, None]  # (batch, dim, L, N)
@@ -290,10 +291,10 @@ def selective_scan_backend(device: torch.device | str, dtype: torch.dtype = torc
 def selective_scan(
     u: torch.Tensor,
     delta: torch.Tensor,
-    A: torch.Tensor,
-    B: torch.Tensor,
-    C: torch.Tensor,
-    D: torch.Tensor | None = None,
+    A: torch.Tensor,  # noqa: N803
+    B: torch.Tensor,  # noqa: N803
+    C: torch.Tensor,  # noqa: N803
+    D: torch.Tensor | None = None,  # noqa: N803
     z: torch.Tensor | None = None,
     delta_bias: torch.Tensor | None = None,
     delta_softplus: bool = False,

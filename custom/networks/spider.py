@@ -32,12 +32,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from monai.networks.nets import BasicUNet
-from torch import nn
-
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.networks.floor import VoxelwiseLinearFloor
 from custom.networks.hash_encoding import HashEncoding
+from monai.networks.nets import BasicUNet
+from torch import nn
 
 DECODERS = ("shared", "two_branch", "two_stage")
 
@@ -139,10 +138,10 @@ class SPIDER(nn.Module):
         rows_columns = self.pixels(points)  # (2, B, N, 2)
         size = torch.tensor([h - 1, w - 1], dtype=points.dtype, device=points.device)
         grid = (rows_columns / size * 2 - 1).flip(-1)  # grid_sample wants (x = column, y = row) in [-1, 1]
-        sampled = [
+        sampled = [  # per view (B, N, F)
             nn.functional.grid_sample(
                 features[:, i], grid[i][:, :, None, :], mode="bilinear", padding_mode="zeros", align_corners=True
-            )[..., 0].transpose(1, 2)  # (B, N, F)
+            )[..., 0].transpose(1, 2)
             for i in range(v)
         ]
         code = torch.cat([*sampled, self.hash(self.unit_cube(points))], dim=-1)

@@ -291,7 +291,9 @@ def build_vault_atlas(folder: Path, full: bool) -> VaultAtlas:
             points = _upsample_surface(surface, factor)[keep]
             centre = (points.max(0) + points.min(0)) / 2
             r, b = surface_to_maps(points, fine_bones[keep], centre, shapes["radius"], shapes["bones"])
-            radius.append(r), labels.append(b), centres.append(centre)
+            radius.append(r)
+            labels.append(b)
+            centres.append(centre)
     count = len(VAULT_TYPES)
     return VaultAtlas(
         ages_months=np.asarray(growth["ages_years"], dtype=np.float32) * 12,

@@ -21,7 +21,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from custom.phantom import norms
 from custom.phantom.atlas import SkullTemplate
 from custom.phantom.canvas import Canvas, ball

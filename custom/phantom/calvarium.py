@@ -23,7 +23,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from custom.phantom.atlas import VAULT_TYPES, Atlas, direction_grid, fill_map, map_coordinates, sample_map, unit_vectors
 from custom.phantom.labels import BONE_LABELS, BONES, FONTANELLE_BONES, OPENINGS, SUTURES, suture_between
 from custom.phantom.norms import ANTERIOR_ASPECT

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
 from custom.geometry import BiplanarGeometry
 from custom.phantom.labels import BONE_LABELS, LABELS, OTHER_BONE
 from custom.physics import AIR_HU

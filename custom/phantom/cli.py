@@ -18,13 +18,12 @@ from pathlib import Path
 import fire
 import nibabel as nib
 import numpy as np
-from PIL import Image
-
 from custom.files import atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
 from custom.phantom import realism
 from custom.phantom.atlas import PACKAGED, build_atlas, load_atlas, save_atlas
 from custom.phantom.render import case_seed, make_phantom
+from PIL import Image
 
 MONTAGE_ROWS = 16  # cases shown in generate's montage
 REAL_SCANS = ("ct/skull_phantom_bone_1mm.nii.gz", "ct/head_ct_template_2mm.nii.gz")  # under ../shared/data
@@ -115,7 +114,7 @@ def generate(
             rows.append(montage(phantom.hu, simulate(phantom.hu), title, height=160))
         records.append({"name": name, "seconds": round(seconds, 3), **p.to_dict()})
         print(f"{title}  ({seconds:.2f} s)")
-    text = json.dumps({"geometry": geometry.to_dict(), "atlas": anatomy_dir or "packaged", "cases": records}, indent=2)
+    text = json.dumps({"geometry": geometry.to_dict(), "atlas": anatomy_dir or "packaged", "cases": records}, indent=4)
     picture = _stack(rows)
     files[folder / "montage.png"] = lambda tmp: picture.save(tmp, format="PNG")
     files[folder / "phantoms.json"] = lambda tmp: tmp.write_text(text + "\n")
@@ -209,7 +208,7 @@ def validate(
     ]
     _write_all(
         {
-            targets[0]: lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"),
+            targets[0]: lambda tmp: tmp.write_text(json.dumps(report, indent=4) + "\n"),
             targets[1]: lambda tmp: tmp.write_text("\n".join(lines) + "\n"),
             targets[2]: lambda tmp: picture.save(tmp, format="PNG"),
         },
@@ -218,8 +217,10 @@ def validate(
     print("\n".join(lines))
 
 
-def fit(anatomy_dir: str, out: str = str(PACKAGED), overwrite: bool = False) -> None:
-    """Rebuild the compact atlas (``custom/phantom/anatomy.npz``) from the source data in ``anatomy_dir``."""
+def fit(anatomy_dir: str, out: str | None = None, overwrite: bool = False) -> None:
+    """Rebuild the compact atlas from the source data in ``anatomy_dir`` into ``out`` (default: the packaged
+    ``custom/phantom/anatomy.npz``)."""
+    out = str(PACKAGED) if out is None else out
     atlas = build_atlas(anatomy_dir, full=False)
     atomic_write(out, lambda tmp: save_atlas(atlas, tmp), overwrite)
     print(f"wrote {out}")

@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-
 from custom.phantom import norms
 from custom.phantom.atlas import VAULT_TYPES, Atlas, load_atlas
 

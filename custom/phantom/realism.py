@@ -27,7 +27,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from custom.geometry import BiplanarGeometry
 from custom.phantom import norms
 from custom.phantom.atlas import Atlas

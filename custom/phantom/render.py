@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from custom.geometry import BiplanarGeometry, rotation_matrix
 from custom.phantom import norms
 from custom.phantom.atlas import Atlas, load_atlas

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
 from custom.phantom import norms
 from custom.phantom.canvas import Canvas, ball, ellipsoid_distance
 
