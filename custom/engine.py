@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from custom.losses import GeneratorLoss, lsgan_discriminator_loss
 from monai.engines import IterationEvents, Trainer
+from monai.inferers import Inferer, SimpleInferer
 from monai.transforms import Compose, Randomizable
 from torch.optim.lr_scheduler import LambdaLR
-
-from custom.losses import GeneratorLoss, lsgan_discriminator_loss
 
 
 def linear_decay_schedule(optimizer: torch.optim.Optimizer, constant_epochs: int, decay_epochs: int) -> LambdaLR:
@@ -149,6 +149,8 @@ class PairedGanTrainer(CudaAmpTrainer):
         loss_function: the generator objective; its projector also makes the discriminator's
             condition (the BP-I prior of the views) when the discriminator is conditioned.
         image_key, target_key: batch keys. Default to ``image`` and ``target``.
+        inferer: how the generator is applied to the views (``inferer(views, generator)``). Defaults to
+            MONAI's :class:`~monai.inferers.SimpleInferer` (one whole-volume forward pass).
         adversarial_start: the supervised warm-up, in iterations: during the first
             ``adversarial_start`` iterations the discriminator neither trains nor enters the
             generator's objective (volume and projection L1 only); from the next one on, both run as in
@@ -175,6 +177,7 @@ class PairedGanTrainer(CudaAmpTrainer):
         loss_function: GeneratorLoss,
         image_key: str = "image",
         target_key: str = "target",
+        inferer: Inferer | None = None,
         adversarial_start: int = 0,
         **trainer_args: Any,
     ) -> None:
@@ -186,6 +189,7 @@ class PairedGanTrainer(CudaAmpTrainer):
         self.optimizer, self.d_optimizer = g_optimizer, d_optimizer
         self.loss_function = loss_function
         self.image_key, self.target_key = image_key, target_key
+        self.inferer = SimpleInferer() if inferer is None else inferer
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 
@@ -216,7 +220,7 @@ class PairedGanTrainer(CudaAmpTrainer):
         if adversarial and getattr(discriminator, "conditioned", False):
             prior = self.loss_function.projection.projector.backproject(views)
         with autocast:
-            fake = self.network(views)
+            fake = self.inferer(views, self.network)
         # 2. discriminator step: real CTs toward 1, generated toward 0
         d_loss = torch.zeros(())
         if adversarial:

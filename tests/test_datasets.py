@@ -7,9 +7,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.data import CacheDataset, DataLoader
-from monai.transforms import Compose
-
 from custom.data.ct import CanonicaliseCTd, LoadCTd
 from custom.data.datasets import (
     SPLITS,
@@ -20,11 +17,15 @@ from custom.data.datasets import (
     phantom_datalist,
     split_datalist,
     xray_datalist,
+    xray_folder_datalist,
+    xray_pair,
 )
 from custom.data.pose import RandHeadPosed
 from custom.data.simulate import SimulateBiplanarXRayd, XRayAugmentation
 from custom.geometry import BiplanarGeometry
 from custom.phantom import make_phantom
+from monai.data import CacheDataset, DataLoader
+from monai.transforms import Compose
 
 SMALL = BiplanarGeometry(vol_shape=(32,) * 3, vol_spacing=6.0, det_shape=(32, 32))
 
@@ -217,3 +218,34 @@ def test_xray_datalist_finds_every_problem_before_any_case_runs(tmp_path):
         xray_datalist(tmp_path / "twins.json")
     with pytest.raises(ValueError, match="give a datalist"):
         xray_datalist()
+
+
+def test_a_folder_of_xrays_pairs_files_by_case_and_view(tmp_path):
+    flat = _touch(tmp_path / "b_lat.png", tmp_path / "b_PA.png", tmp_path / "a_frontal.dcm", tmp_path / "a_lateral.dcm")
+    nested = _touch(tmp_path / "c" / "frontal.png", tmp_path / "c" / "lateral.tif")
+    _touch(tmp_path / "notes.txt", tmp_path / "scout.png", tmp_path / ".hidden" / "x_frontal.png")  # not views
+    assert xray_folder_datalist(tmp_path) == [
+        {"case": "a", "frontal": flat[2], "lateral": flat[3]},
+        {"case": "b", "frontal": flat[1], "lateral": flat[0]},
+        {"case": "c", "frontal": nested[0], "lateral": nested[1]},
+    ]
+    assert xray_datalist(folder=tmp_path) == xray_folder_datalist(tmp_path)
+    _touch(tmp_path / "d_frontal.png", tmp_path / "b_ap.png")
+    with pytest.raises(ValueError, match="'b' has 2 frontal files.*'d' has 0 lateral files"):
+        xray_folder_datalist(tmp_path)
+    _touch(tmp_path / "empty" / "x.png")
+    with pytest.raises(ValueError, match="no X-ray pair"):
+        xray_folder_datalist(tmp_path / "empty")
+
+
+def test_one_xray_finds_its_other_view_beside_it(tmp_path):
+    frontal, lateral, _ = _touch(tmp_path / "k_pa.png", tmp_path / "k_lateral.dcm", tmp_path / "other_lat.png")
+    assert xray_pair(frontal) == xray_pair(lateral) == {"case": "k", "frontal": frontal, "lateral": lateral}
+    with pytest.raises(ValueError, match="expected one frontal X-ray of case 'other'"):
+        xray_pair(tmp_path / "other_lat.png")
+    with pytest.raises(ValueError, match="does not say its view"):
+        xray_pair(_touch(tmp_path / "scout.png")[0])
+    assert xray_pair(_touch(tmp_path / "m" / "frontal.png", tmp_path / "m" / "lateral.png")[0])["case"] == "m"
+    _touch(*(tmp_path / "two" / f"{case}_{view}.png" for case in "pq" for view in ("frontal", "lateral")))
+    with pytest.raises(ValueError, match="holds 2 X-ray pairs"):
+        xray_pair(tmp_path / "two")

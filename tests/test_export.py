@@ -12,7 +12,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-
 from custom.export import MAX_FILE_MB, export
 from custom.geometry import BiplanarGeometry
 
@@ -93,17 +92,38 @@ def test_monai_checks_pass_on_the_unzipped_bundle(unzipped):
     trace = ["--use_trace", "true", "--input_shape", "[1, 2, 128, 128]"]
     outside("-m", "monai.bundle", "ckpt_export", "network_def", *files, *meta, *infer, *trace, cwd=bundle)
     assert (bundle / "models" / "model.ts").stat().st_size > 1e6
+    same = (  # the traced module (the zoo cannot script the projector, see the model card) equals eager
+        "import torch\nfrom monai.bundle import ConfigParser\n"
+        "parser = ConfigParser(); parser.read_config('configs/inference.json')\n"
+        "net = parser.get_parsed_content('network_def').eval()\n"
+        "net.load_state_dict(torch.load('models/model.pt', weights_only=True))\n"
+        "views = torch.rand(1, 2, 128, 128)\n"
+        "with torch.no_grad():\n"
+        "    print(torch.equal(torch.jit.load('models/model.ts')(views), net(views)))\n"
+    )
+    assert outside("-c", same, cwd=bundle).stdout.strip() == "True"
 
 
-def test_download_from_the_zip_then_load_gives_the_trained_network(unzipped, tmp_path):
-    archive, bundle = unzipped
+SPIDER = {"_target_": "custom.networks.spider.SPIDER", "num_classes": 13, "hash_log2_table_size": 15}
+
+
+def test_download_from_the_zip_then_load_gives_both_trained_networks_in_a_fresh_process(unzipped, tmp_path):
+    archive, _ = unzipped
+    assert json.loads((ROOT / "bundle/configs/spider_inference.json").read_text())["network_def"] == {
+        **SPIDER,
+        "geometry": "@geometry",
+        "decoder": "shared",
+    }  # the model card's load call builds the shipped SPIDER
     code = (
         "import monai, sys, torch\n"
         f"monai.bundle.download(name={NAME!r}, bundle_dir='zoo', url={archive.as_uri()!r})\n"
-        f"sys.path.insert(0, 'zoo/{NAME}')\n"
-        f"net = monai.bundle.load(name={NAME!r}, bundle_dir='zoo', workflow_type='inference', device='cpu')\n"
-        f"state = torch.load('zoo/{NAME}/models/model.pt', weights_only=True)\n"
-        "assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())\n"
-        "print(type(net).__name__)\n"
-    )
-    assert outside("-c", code, cwd=tmp_path).stdout.strip().endswith("PSCTNet")
+        "for workflow, weights, override in (('train', 'model.pt', None), ('inference', 'model.pt', None),\n"
+        f"                                   ('inference', 'spider_model.pt', {SPIDER!r})):\n"
+        f"    net = monai.bundle.load(name={NAME!r}, bundle_dir='zoo', workflow_type=workflow, device='cpu',\n"
+        "                            model_file='models/' + weights, net_override=override)\n"
+        f"    state = torch.load('zoo/{NAME}/models/' + weights, weights_only=True)\n"
+        "    assert net.state_dict().keys() == state.keys()\n"
+        "    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())\n"
+        "    print(type(net).__name__)\n"
+    )  # no sys.path change: the configs put the bundle root on it
+    assert outside("-c", code, cwd=tmp_path).stdout.split() == ["PSCTNet", "PSCTNet", "SPIDER"]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from custom.data.points import sample_voxels
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.geometry import BiplanarGeometry
@@ -127,3 +126,12 @@ def test_one_phantom_is_overfitted_from_sampled_points_and_a_finer_grid_agrees()
         coarse, fine = spider(views)[:, :1], spider.volume(views, (64, 64, 64))[:, :1]
     per_voxel_change = (coarse - coarse.roll(1, 2)).abs().mean()
     assert (torch.nn.functional.avg_pool3d(fine, 2) - coarse).abs().mean() < 0.5 * per_voxel_change
+
+
+def test_a_traced_spider_equals_the_eager_one():
+    """The model zoo's TorchScript export of this bundle is traced (see the model card); it must be exact."""
+    network = _spider(num_classes=13).eval()
+    views = torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        traced = torch.jit.trace(network, views)
+        assert torch.equal(traced(views), network(views))

@@ -45,15 +45,14 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
+from custom.data.dicom_pixels import apply_modality_lut
+from custom.files import has_dicom_marker
+from custom.geometry import BiplanarGeometry
+from custom.physics import AIR_HU, gaussian_blur
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_modality_lut
-
-from custom.files import has_dicom_marker
-from custom.geometry import BiplanarGeometry
-from custom.physics import AIR_HU, gaussian_blur
 
 logger = logging.getLogger(__name__)
 
@@ -91,10 +90,7 @@ def _spacing(affine: np.ndarray) -> np.ndarray:
 
 
 def read_ct(
-    path: str | os.PathLike,
-    series_uid: str | None = None,
-    allow_tilt: bool = True,
-    resample_uneven: bool = True,
+    path: str | os.PathLike, series_uid: str | None = None, allow_tilt: bool = True, resample_uneven: bool = True
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a CT file or DICOM series as HU in its own voxel order.
 
@@ -350,12 +346,7 @@ def _read_dicom_series(
     lps[:3, 1] = col_dir * row_spacing
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
-    meta = {
-        "format": "dicom",
-        "series_uid": uid,
-        "gantry_tilt": tilt,  # degrees
-        "slices_resampled": resampled,
-    }
+    meta = {"format": "dicom", "series_uid": uid, "gantry_tilt": tilt, "slices_resampled": resampled}  # tilt: degrees
     return volume, _LPS_TO_RAS @ lps, meta
 
 

@@ -9,6 +9,10 @@ A datalist is a list of dicts, one per case, as MONAI datasets take them. Three 
 - a JSON file: MONAI's datalist format (``{"training": [...], "validation": [...], "test": [...]}`` or
   a plain list) with paths relative to the file's folder.
 
+Inference reads X-ray pairs: one pair, a JSON datalist of ``{"frontal", "lateral"}`` items, or a folder
+(:func:`xray_folder_datalist`: ``<case>_frontal.png`` beside ``<case>_lateral.png``, or
+``<case>/frontal.dcm`` beside ``<case>/lateral.dcm``), the layout the MONAI Label app's studies use too.
+
 :func:`load_datalist` picks a split. Splits are deterministic: a datalist's own sections are used as
 they are; otherwise the cases are shuffled with ``seed`` and cut by ``fractions``, so a given list
 and seed always give the same train/val/test cases. Every transform before the first random one is
@@ -28,19 +32,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
-from monai.transforms import MapTransform
-
 from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from custom.data.outputs import safe_case_id
 from custom.files import has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
 from custom.phantom.labels import structure_map
+from monai.data import MetaTensor
+from monai.transforms import MapTransform
 
 SPLITS = ("train", "val", "test")
 _SECTIONS = {"train": "training", "val": "validation", "test": "test"}  # MONAI datalist section names
 VIEW_TAG = re.compile(r"(^|[_-])(frontal|pa|ap|lateral|lat)$", re.IGNORECASE)  # a view named at a stem's end
+VIEW_OF_TAG = {"frontal": "frontal", "pa": "frontal", "ap": "frontal", "lateral": "lateral", "lat": "lateral"}
 XRAY_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".tif", ".tiff", ".jpg", ".jpeg")
 PATH_KEYS = ("ct", "labels", "frontal", "lateral")  # item keys holding file paths
 
@@ -106,8 +110,7 @@ def _default_case(item: dict[str, Any]) -> str:
         return item["ct"]
     if isinstance(item.get("frontal"), str):
         path = Path(item["frontal"])
-        name = next((path.name[: -len(s)] for s in XRAY_SUFFIXES if path.name.lower().endswith(s)), path.name)
-        return VIEW_TAG.sub("", name) or path.parent.name or name
+        return xray_stem(path)[0] or path.parent.name or path.name
     return json.dumps(item, sort_keys=True)
 
 
@@ -231,19 +234,112 @@ def load_datalist(
     return list(items) if split is None else split_datalist(items, fractions, seed)[split]
 
 
+def xray_stem(path: str | os.PathLike) -> tuple[str, str | None]:
+    """A file's name without its X-ray suffix, split into the case part and the view its tag names.
+
+    ``child07_frontal.png`` -> ``("child07", "frontal")``, ``lat.dcm`` -> ``("", "lateral")``,
+    ``sample.png`` -> ``("sample", None)``.
+    """
+    name = Path(path).name
+    name = next((name[: -len(s)] for s in XRAY_SUFFIXES if name.lower().endswith(s)), name)
+    tag = VIEW_TAG.search(name)
+    return (name[: tag.start()], VIEW_OF_TAG[tag.group(2).lower()]) if tag else (name, None)
+
+
+def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
+    """The X-ray pairs in a folder: files named by their view, paired by the rest of their name.
+
+    A file of an X-ray format (:data:`XRAY_SUFFIXES`) whose name ends in a view tag (``_frontal``,
+    ``_pa``, ``_ap``, ``_lateral``, ``_lat``) belongs to the case its name gives before the tag, or,
+    named only by its view (``frontal.dcm``), to the case of its folder; the folder's subfolders are
+    searched too, hidden ones skipped. ``root/child07_pa.png`` and ``root/child07_lat.png`` make case
+    ``child07``; so do ``root/child07/frontal.dcm`` and ``root/child07/lateral.dcm``.
+
+    Returns:
+        ``{"case", "frontal", "lateral"}`` items sorted by case.
+
+    Raises:
+        ValueError: ``root`` is not a folder, holds no tagged X-ray, or a case lacks a view or has two
+            files for one view (all such cases named at once).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise ValueError(f"{root} is not a folder of X-ray pairs.")
+    views: dict[str, dict[str, list[str]]] = {}
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        for name in sorted(f for f in files if not f.startswith(".")):
+            stem, view = xray_stem(name)
+            if view is None or not name.lower().endswith(XRAY_SUFFIXES):
+                continue
+            case = stem or Path(folder).name
+            if Path(folder) != root and stem:
+                case = str(Path(folder).relative_to(root) / case)
+            views.setdefault(case, {}).setdefault(view, []).append(str(Path(folder, name)))
+    if not views:
+        raise ValueError(
+            f"no X-ray pair found in {root}: name the files <case>_frontal.<ext> and <case>_lateral.<ext>."
+        )
+    problems = [
+        f"{case!r} has {len(found.get(view, []))} {view} files {found.get(view, [])}"
+        for case, found in sorted(views.items())
+        for view in VIEW_NAMES
+        if len(found.get(view, [])) != 1
+    ]
+    if problems:
+        raise ValueError(f"{root}: every case needs exactly one file per view; " + "; ".join(problems) + ".")
+    return [{"case": case, **{view: found[view][0] for view in VIEW_NAMES}} for case, found in sorted(views.items())]
+
+
+def xray_pair(path: str | os.PathLike) -> dict[str, Any]:
+    """The case one X-ray belongs to, with its other view found beside it (or the one pair in a folder).
+
+    ``child07_pa.png`` finds ``child07_lat.png`` (or ``child07_lateral.dcm``, any X-ray format) in its
+    folder, the naming of :func:`xray_folder_datalist`; a folder must hold exactly one pair.
+
+    Returns:
+        ``{"case", "frontal", "lateral"}``.
+
+    Raises:
+        ValueError: the name carries no view tag, the other view is missing or ambiguous, or a folder
+            holds no pair or several.
+    """
+    path = Path(path)
+    if path.is_dir():
+        items = xray_folder_datalist(path)
+        if len(items) != 1:
+            raise ValueError(f"{path} holds {len(items)} X-ray pairs ({[i['case'] for i in items]}); give one.")
+        return items[0]
+    case, view = xray_stem(path)
+    if view is None:
+        raise ValueError(
+            f"{path.name} does not say its view: name the X-rays <case>_frontal.<ext> and <case>_lateral.<ext>."
+        )
+    other = next(v for v in VIEW_NAMES if v != view)
+    files = [p for p in sorted(path.parent.iterdir()) if p.is_file() and p.name.lower().endswith(XRAY_SUFFIXES)]
+    partners = [p for p in files if xray_stem(p) == (case, other)]
+    if len(partners) != 1:
+        found = [p.name for p in partners]
+        raise ValueError(f"{path.name}: expected one {other} X-ray of case {case!r} beside it, found {found}.")
+    views = {view: str(path), other: str(partners[0])}
+    return {"case": case or path.parent.name, **{v: views[v] for v in VIEW_NAMES}}
+
+
 def xray_datalist(
     datalist: str | os.PathLike | None = None,
     frontal: str | os.PathLike | None = None,
     lateral: str | os.PathLike | None = None,
     case: str | None = None,
+    folder: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """The cases to reconstruct: ``{"case", "frontal", "lateral"}`` items, from a datalist or one pair.
+    """The cases to reconstruct: ``{"case", "frontal", "lateral"}`` items, from a datalist, a folder or one pair.
 
     Args:
         datalist: a JSON datalist whose items name a ``frontal`` and a ``lateral`` X-ray file (relative
             paths are against the file's folder); with sections, the ``test`` section is used.
-        frontal, lateral: one case's two files, used when ``datalist`` is None.
+        frontal, lateral: one case's two files, used when ``datalist`` and ``folder`` are None.
         case: that case's name. Defaults to the frontal file's name without suffixes.
+        folder: a folder of X-ray pairs (:func:`xray_folder_datalist`), used when ``datalist`` is None.
 
     Every problem is found here, before any case runs, so no list fails half-way through.
 
@@ -257,6 +353,8 @@ def xray_datalist(
             if "test" not in items:
                 raise ValueError(f"{datalist} has no 'test' section of X-ray pairs (it has {sorted(items)}).")
             items = items["test"]
+    elif folder is not None:
+        items = xray_folder_datalist(folder)
     elif frontal is not None or lateral is not None:
         item = {
             "frontal": None if frontal is None else str(frontal),
@@ -342,6 +440,9 @@ __all__ = [
     "json_datalist",
     "load_datalist",
     "phantom_datalist",
+    "xray_folder_datalist",
+    "xray_pair",
+    "xray_stem",
     "xray_datalist",
     "split_datalist",
 ]

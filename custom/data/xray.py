@@ -73,15 +73,14 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
+from custom.data.dicom_pixels import apply_modality_lut, apply_voi_lut
+from custom.files import atomic_write, has_dicom_marker
+from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.physics import normalise_radiograph
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple_rep
 from PIL import Image, ImageOps
-from pydicom.pixels import apply_modality_lut, apply_voi_lut
-
-from custom.files import atomic_write, has_dicom_marker
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
-from custom.physics import normalise_radiograph
 
 _SUFFIXES = {
     ".dcm": "dicom",
