@@ -11,6 +11,7 @@ import pydicom
 import pytest
 import torch
 from custom.data.ct import CanonicaliseCT, CanonicaliseCTd, LoadCT, LoadCTd, connected_components
+from custom.data.dicom_compat import save_dicom
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.geometry import BiplanarGeometry
 from monai.data import MetaTensor
@@ -118,7 +119,7 @@ def write_slice(path: Path, hu: np.ndarray, position, orientation=AXIAL, series_
     ds.PixelData = np.round((hu - intercept) / slope).astype(np.int16).tobytes()
     for key, value in extra.items():
         setattr(ds, key, value)
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
 
 
 def slice_world(position, orientation) -> np.ndarray:
@@ -195,7 +196,7 @@ def test_dicom_folder_skips_files_that_are_not_ct_images(tmp_path, caplog):
     no_image.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"  # a DICOMDIR: no image
     no_image.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     no_image.PatientName = "nobody"
-    no_image.save_as(folder / "DIRFILE", enforce_file_format=True)
+    save_dicom(no_image, folder / "DIRFILE")
     with caplog.at_level(logging.INFO, logger="custom.data.ct"):
         ct = LoadCT()(folder)
     assert ct.shape == (1, COLUMNS, ROWS, 12)

@@ -4,6 +4,7 @@ import custom.data.xray as xray
 import numpy as np
 import pytest
 import torch
+from custom.data.dicom_compat import save_dicom
 from custom.data.xray import LoadXRay, LoadXRayd, write_xray
 from custom.geometry import BiplanarGeometry
 from custom.physics import normalise_radiograph
@@ -33,7 +34,7 @@ def write_dicom(path, pixels, photometric="MONOCHROME2", **tags):
     for name, value in tags.items():
         setattr(ds, name, value)
     ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    save_dicom(ds, path)
     return path
 
 

@@ -45,7 +45,7 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
-from custom.data.dicom_pixels import apply_modality_lut
+from custom.data.dicom_compat import apply_modality_lut
 from custom.files import has_dicom_marker
 from custom.geometry import BiplanarGeometry
 from custom.physics import AIR_HU, gaussian_blur

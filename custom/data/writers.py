@@ -26,6 +26,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from custom.data.dicom_compat import save_dicom
 from custom.files import atomic_write, normal_mode, refuse_existing
 from custom.geometry import BiplanarGeometry
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -122,9 +123,8 @@ def write_ct_dicom(
             # rows: anterior -> posterior (RAS y falling), columns: patient's right -> left (RAS x falling)
             pixels = np.ascontiguousarray(volume[::-1, ::-1, k].T)  # (rows Y, columns X)
             first = (-x[-1], -y[-1], z[k])  # LPS position of pixel (0, 0): RAS (x max, y max, z_k)
-            _slice_dataset(pixels, first, spacing, k, shared, patient_id, series_description).save_as(
-                staging / f"slice_{k:04d}.dcm", enforce_file_format=True
-            )
+            dataset = _slice_dataset(pixels, first, spacing, k, shared, patient_id, series_description)
+            save_dicom(dataset, staging / f"slice_{k:04d}.dcm")
         os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
         if folder.exists():  # overwrite: swap the complete new series in, then drop the old one
             old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))  # empty: a target

@@ -73,7 +73,7 @@ import numpy as np
 import pydicom
 import torch
 import torch.nn.functional as F
-from custom.data.dicom_pixels import apply_modality_lut, apply_voi_lut
+from custom.data.dicom_compat import apply_modality_lut, apply_voi_lut
 from custom.files import atomic_write, has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.physics import normalise_radiograph
