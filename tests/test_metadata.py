@@ -42,3 +42,14 @@ def test_network_data_format_states_the_real_input_and_output():
 
 def test_intended_use_is_research_only():
     assert "not for diagnostic use" in json.loads(METADATA.read_text())["intended_use"]
+
+
+def test_eval_metrics_are_the_committed_benchmark_of_the_shipped_weights():
+    """``eval_metrics`` quote ``docs/benchmarks/cpu128/results.json`` (``psctnet``: the shipped weights)."""
+    metrics = json.loads(METADATA.read_text())["eval_metrics"]
+    results = json.loads((ROOT / "bundle" / "docs" / "benchmarks" / "cpu128" / "results.json").read_text())
+    (shipped,) = [r["track_b"] for r in results if r["variant"] == "psctnet"]
+    assert metrics["psnr_3d_db"] == pytest.approx(shipped["psnr_3d"], abs=0.005)
+    assert metrics["ssim_3d"] == pytest.approx(shipped["ssim_3d"], abs=0.0005)
+    assert metrics["mae_hu"] == pytest.approx(shipped["mae_hu"], abs=0.005)
+    assert metrics["bone_dice_300hu"] == pytest.approx(shipped["bone_dice"], abs=0.0005)
