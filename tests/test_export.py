@@ -50,7 +50,8 @@ def test_the_zip_holds_the_bundle_layout_and_no_large_file(unzipped):
         names = opened.namelist()
         assert all(info.file_size <= MAX_FILE_MB * 2**20 for info in opened.infolist())
     configs = ("metadata.json", "inference.json", "train.json", "evaluate.json", "multi_gpu_train.json", "logging.conf")
-    expected = {f"configs/{name}" for name in configs} | {"models/model.pt", "docs/README.md", "LICENSE"}
+    expected = {f"configs/{name}" for name in configs} | {"models/model.pt", "models/spider_model.pt", "LICENSE"}
+    expected |= {"docs/README.md", "docs/data_license.txt", "custom/monailabel/reconstruct.py"}
     expected |= {"docs/samples/sample_frontal.png", "custom/__init__.py", "custom/networks/psctnet.py"}
     expected |= {"custom/phantom/anatomy.npz"}  # the phantoms need their atlas
     assert {f"{NAME}/{name}" for name in expected} <= set(names)
@@ -124,6 +125,7 @@ def test_download_from_the_zip_then_load_gives_both_trained_networks_in_a_fresh_
         f"    state = torch.load('zoo/{NAME}/models/' + weights, weights_only=True)\n"
         "    assert net.state_dict().keys() == state.keys()\n"
         "    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())\n"
-        "    print(type(net).__name__)\n"
+        "    print('loaded', type(net).__name__)\n"
     )  # no sys.path change: the configs put the bundle root on it
-    assert outside("-c", code, cwd=tmp_path).stdout.split() == ["PSCTNet", "PSCTNet", "SPIDER"]
+    lines = outside("-c", code, cwd=tmp_path).stdout.splitlines()
+    assert [line.split()[1] for line in lines if line.startswith("loaded ")] == ["PSCTNet", "PSCTNet", "SPIDER"]

@@ -53,3 +53,11 @@ def test_eval_metrics_are_the_committed_benchmark_of_the_shipped_weights():
     assert metrics["ssim_3d"] == pytest.approx(shipped["ssim_3d"], abs=0.0005)
     assert metrics["mae_hu"] == pytest.approx(shipped["mae_hu"], abs=0.005)
     assert metrics["bone_dice_300hu"] == pytest.approx(shipped["bone_dice"], abs=0.0005)
+
+
+def test_the_version_has_a_changelog_entry_and_is_the_newest():
+    """The model zoo's version check: ``version`` is a key of ``changelog``, and the latest one."""
+    metadata = json.loads(METADATA.read_text())
+    versions = [tuple(map(int, v.split("."))) for v in metadata["changelog"]]
+    assert metadata["version"] in metadata["changelog"]
+    assert tuple(map(int, metadata["version"].split("."))) == max(versions)
