@@ -17,25 +17,25 @@ plus ``large_files.yml``, which names each weights file's ``path``, ``url`` (``w
 ``/`` + file name, where the maintainers host it) and SHA-256 ``hash_val``, for the zoo's CI and
 ``python -m monai.bundle download_large_files --bundle_path <folder>``.
 
-Outputs are written atomically (complete or absent); a file over :data:`MAX_FILE_MB` is refused.
+Outputs are written atomically (complete or absent); a file over :data:`MAX_FILE_MB` is refused, and
+in the zoo layout any other file than the weights over :data:`ZOO_MAX_FILE_MB`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
 import fire
-from custom.files import atomic_write, normal_mode, refuse_existing
+from custom.files import atomic_folder, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
-MAX_FILE_MB = 25.0
+MAX_FILE_MB = 25.0  # any file, weights included
+ZOO_MAX_FILE_MB = 1.0  # what the zoo keeps in git (its pre-commit check-added-large-files): all but the weights
 SKIPPED = ("__pycache__", ".gitkeep", ".DS_Store")
 WEIGHTS = ("models/model.pt", "models/spider_model.pt")  # PSCT-Net's (required) and SPIDER's
 LAYOUTS = ("bundle", "zoo")
@@ -96,8 +96,9 @@ def export(out: str = "dist", overwrite: bool = False, layout: str = "bundle", w
 
     Raises:
         FileNotFoundError: no ``bundle/models/model.pt`` (train or fetch the weights first).
-        ValueError: metadata without ``name`` or ``version``, a file over :data:`MAX_FILE_MB`, an
-            unknown layout, or layout ``zoo`` without ``weights_url``.
+        ValueError: metadata without ``name`` or ``version``, a file over :data:`MAX_FILE_MB` (in the zoo
+            layout: a file other than the weights over :data:`ZOO_MAX_FILE_MB`), an unknown layout, or
+            layout ``zoo`` without ``weights_url``.
         FileExistsError: the output exists and ``overwrite`` is False.
     """
     if layout not in LAYOUTS:
@@ -113,6 +114,11 @@ def export(out: str = "dist", overwrite: bool = False, layout: str = "bundle", w
     too_large = [name for name, path in files.items() if path.stat().st_size > MAX_FILE_MB * 2**20]
     if too_large:
         raise ValueError(f"files over {MAX_FILE_MB:g} MB cannot go into the bundle: {too_large}.")
+    in_git = [
+        name for name, path in files.items() if name not in WEIGHTS and path.stat().st_size > ZOO_MAX_FILE_MB * 2**20
+    ]
+    if layout == "zoo" and in_git:
+        raise ValueError(f"the model zoo keeps no file over {ZOO_MAX_FILE_MB:g} MB in git: {in_git}.")
     name = metadata["name"]
     if layout == "bundle":
         target = Path(out) / f"{name}_v{metadata['version']}.zip"
@@ -128,24 +134,17 @@ def export(out: str = "dist", overwrite: bool = False, layout: str = "bundle", w
 
 
 def _write_zoo_folder(target: Path, files: dict[str, Path], weights_url: str, overwrite: bool) -> Path:
-    """The zoo layout in ``target``: staged beside it, then moved into place whole."""
-    refuse_existing([target], overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
-        weights = {inside: path for inside, path in files.items() if inside in WEIGHTS}
+    """The zoo layout in ``target``: every file but the weights, and ``large_files.yml`` naming those."""
+    weights = {inside: path for inside, path in files.items() if inside in WEIGHTS}
+
+    def write(staging: Path) -> None:
         for inside, path in files.items():
             if inside not in weights:
                 (staging / inside).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, staging / inside)
         (staging / "large_files.yml").write_text(large_files_yml(weights, weights_url))
-        os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+
+    return atomic_folder(target, write, overwrite)
 
 
 def main() -> None:
@@ -159,4 +158,13 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["LAYOUTS", "MAX_FILE_MB", "WEIGHTS", "bundle_files", "export", "large_files_yml", "sha256"]
+__all__ = [
+    "LAYOUTS",
+    "MAX_FILE_MB",
+    "WEIGHTS",
+    "ZOO_MAX_FILE_MB",
+    "bundle_files",
+    "export",
+    "large_files_yml",
+    "sha256",
+]

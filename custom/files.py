@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -57,6 +58,36 @@ def has_dicom_marker(path: str | os.PathLike) -> bool:
         return False
 
 
+def atomic_folder(folder: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> Path:
+    """Write the folder ``folder`` through ``write(staging_folder)`` and move it into place only when complete.
+
+    The staging folder sits beside ``folder`` (the same file system, so the move is a rename). With
+    ``overwrite`` an existing ``folder`` is swapped out whole and then removed; if ``write`` fails, the
+    staging folder is removed and an existing ``folder`` stays as it was.
+
+    Raises:
+        FileExistsError: ``folder`` exists and ``overwrite`` is False.
+    """
+    folder = Path(folder)
+    refuse_existing([folder], overwrite)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        write(staging)
+        os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
+        if folder.exists():  # swap the complete new folder in, then drop the old one
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))  # empty: a target
+            os.replace(folder, old)
+            os.replace(staging, folder)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
 def normal_mode(directory: bool = False) -> int:
     """The permission bits a new file (or folder) gets under the process's umask."""
     mask = os.umask(0)
@@ -64,4 +95,4 @@ def normal_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-__all__ = ["atomic_write", "has_dicom_marker", "normal_mode", "refuse_existing"]
+__all__ = ["atomic_folder", "atomic_write", "has_dicom_marker", "normal_mode", "refuse_existing"]

@@ -208,6 +208,24 @@ def test_training_and_inference_define_the_same_geometry_and_network():
     )
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_the_floor_is_fitted_on_a_fresh_run_and_left_to_the_checkpoint_on_a_resume(tmp_path, resume):
+    from monai.bundle import ConfigParser
+
+    (tmp_path / "eval" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "eval" / "checkpoints" / "checkpoint_epoch=1.pt").touch()
+    parser = ConfigParser()
+    parser.read_config(TRAIN)
+    tiny = {"geometry#vol_shape": [32] * 3, "geometry#vol_spacing": 6.0, "geometry#det_shape": [32, 32]}
+    folders = {"output_dir": str(tmp_path / "eval"), "ckpt_dir": str(tmp_path / "models")}
+    parser.update({**tiny, **folders, "network_def#preset": "tiny", "num_phantoms": 4, "resume": resume})
+    parser.update({"overwrite": True, "num_workers": 0, "geometry#det_spacing": 7.2})
+    fitted = parser.get_parsed_content("train#fit_floor")
+    assert (fitted is None) == resume  # disabled on a resume: the checkpoint brings the fitted floor
+    if not resume:
+        assert fitted is parser.get_parsed_content("network") and fitted.floor.offset.abs().sum() > 0
+
+
 def test_tracking_with_mlflow_logs_losses_and_validation_metrics(tmp_path):
     mlflow = pytest.importorskip("mlflow", reason="the optional [mlflow] extra is not installed")
     train(tmp_path, "--epochs", "1", "--tracking", "mlflow")

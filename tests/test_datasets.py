@@ -230,6 +230,13 @@ def test_a_folder_of_xrays_pairs_files_by_case_and_view(tmp_path):
         {"case": "c", "frontal": nested[0], "lateral": nested[1]},
     ]
     assert xray_datalist(folder=tmp_path) == xray_folder_datalist(tmp_path)
+    deeper = _touch(*(tmp_path / "deep" / s / "x" / f"{v}.png" for s in "pq" for v in ("frontal", "lateral")))
+    deeper += _touch(tmp_path / "deep" / "r" / "y_pa.png", tmp_path / "deep" / "r" / "y_lat.png")
+    assert [(i["case"], i["frontal"]) for i in xray_folder_datalist(tmp_path / "deep")] == [
+        ("p/x", deeper[0]),
+        ("q/x", deeper[2]),
+        ("r/y", deeper[4]),
+    ]
     _touch(tmp_path / "d_frontal.png", tmp_path / "b_ap.png")
     with pytest.raises(ValueError, match="'b' has 2 frontal files.*'d' has 0 lateral files"):
         xray_folder_datalist(tmp_path)

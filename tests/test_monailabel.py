@@ -78,9 +78,14 @@ def wait_for(base: str, process: subprocess.Popen, log: Path) -> dict:
     raise AssertionError(f"the server never answered: {log.read_text()[-3000:]}")
 
 
-def infer(base: str, image: str, output: str) -> bytes:
-    request = urllib.request.Request(f"{base}/infer/psctnet?image={image}&output={output}", data=b"", method="POST")
-    with urllib.request.urlopen(request, timeout=300) as response:
+def infer(base: str, image: str, output: str, params: dict | None = None) -> bytes:
+    """POST ``/infer/psctnet``; ``params`` go as MONAI Label's multipart form field of that name."""
+    boundary = "psct-test-boundary"
+    form = f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{json.dumps(params or {})}\r\n'
+    body = (form + f"--{boundary}--\r\n").encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+    url = f"{base}/infer/psctnet?image={image}&output={output}"
+    with urllib.request.urlopen(urllib.request.Request(url, body, headers, method="POST"), timeout=300) as response:
         return response.read()
 
 
@@ -108,3 +113,10 @@ def test_infer_returns_the_ct_in_hu_on_the_geometry_grid_twice(server, tmp_path)
     summary = json.loads(infer(base, "child01_frontal", "json"))
     assert summary["case"] == "child01" and summary["units"] == "HU" and summary["latency_s"] > 0
     assert snapshot(ROOT / "bundle") == bundle_before  # nothing written into the bundle
+
+
+def test_params_may_name_both_views_and_the_case_follows_inference_naming(server, tmp_path):
+    base, _ = server
+    views = {view: str(SAMPLES / f"sample_{view}.png") for view in ("frontal", "lateral")}
+    summary = json.loads(infer(base, "child01_frontal", "json", params=views))
+    assert summary["case"] == "sample" and summary["frontal"] == views["frontal"]

@@ -252,8 +252,10 @@ def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     A file of an X-ray format (:data:`XRAY_SUFFIXES`) whose name ends in a view tag (``_frontal``,
     ``_pa``, ``_ap``, ``_lateral``, ``_lat``) belongs to the case its name gives before the tag, or,
     named only by its view (``frontal.dcm``), to the case of its folder; the folder's subfolders are
-    searched too, hidden ones skipped. ``root/child07_pa.png`` and ``root/child07_lat.png`` make case
-    ``child07``; so do ``root/child07/frontal.dcm`` and ``root/child07/lateral.dcm``.
+    searched too, hidden ones skipped, and a case below ``root`` is named by its path from ``root``
+    (``a/child07``), so equal names in different folders stay apart. ``root/child07_pa.png`` and
+    ``root/child07_lat.png`` make case ``child07``; so do ``root/child07/frontal.dcm`` and
+    ``root/child07/lateral.dcm``.
 
     Returns:
         ``{"case", "frontal", "lateral"}`` items sorted by case.
@@ -272,9 +274,8 @@ def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
             stem, view = xray_stem(name)
             if view is None or not name.lower().endswith(XRAY_SUFFIXES):
                 continue
-            case = stem or Path(folder).name
-            if Path(folder) != root and stem:
-                case = str(Path(folder).relative_to(root) / case)
+            place = Path(folder).relative_to(root)  # "." at the top
+            case = str(place / stem) if stem else (str(place) if place != Path(".") else root.name)
             views.setdefault(case, {}).setdefault(view, []).append(str(Path(folder, name)))
     if not views:
         raise ValueError(
@@ -362,7 +363,7 @@ def xray_datalist(
         }
         items = [{"case": case if case is not None else _default_case(item), **item}]
     else:
-        raise ValueError("give a datalist of X-ray pairs, or a frontal and a lateral X-ray file.")
+        raise ValueError("give a datalist of X-ray pairs, a folder of them, or a frontal and a lateral X-ray file.")
     names: dict[str, str] = {}
     for item in items:
         case = item.get("case")

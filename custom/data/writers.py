@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import datetime
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 from custom.data.dicom_compat import save_dicom
-from custom.files import atomic_write, normal_mode, refuse_existing
+from custom.files import atomic_folder, atomic_write, refuse_existing
 from custom.geometry import BiplanarGeometry
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
@@ -116,27 +114,16 @@ def write_ct_dicom(
         "StudyDate": now.strftime("%Y%m%d"),
         "StudyTime": now.strftime("%H%M%S"),
     }
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+
+    def write_slices(staging: Path) -> None:
         for k in range(volume.shape[2]):
             # rows: anterior -> posterior (RAS y falling), columns: patient's right -> left (RAS x falling)
             pixels = np.ascontiguousarray(volume[::-1, ::-1, k].T)  # (rows Y, columns X)
             first = (-x[-1], -y[-1], z[k])  # LPS position of pixel (0, 0): RAS (x max, y max, z_k)
             dataset = _slice_dataset(pixels, first, spacing, k, shared, patient_id, series_description)
             save_dicom(dataset, staging / f"slice_{k:04d}.dcm")
-        os.chmod(staging, normal_mode(directory=True))  # mkdtemp makes it private
-        if folder.exists():  # overwrite: swap the complete new series in, then drop the old one
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old."))  # empty: a target
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+
+    return atomic_folder(folder, write_slices, overwrite)
 
 
 def _slice_dataset(

@@ -38,7 +38,7 @@ MODELS: dict[str, dict[str, Any]] = {
         "config_files": SPIDER_CONFIGS,
         "weights": "models/spider_model.pt",
         "result": "structures",
-        "labels": list(STRUCTURES),
+        "labels": dict(STRUCTURES),
         "description": "SPIDER: calvarial bones, sutures and fontanelles from a frontal and a lateral X-ray",
     },
 }
@@ -62,7 +62,7 @@ class PediatricSkullCT(MONAILabelApp):
         """The studies folder, listing X-ray files (each view is an image; either names its case)."""
         return LocalDatastore(
             self.studies,
-            extensions=[f"*{suffix}" for suffix in XRAY_SUFFIXES],
+            extensions=[f"*{s}" for suffix in XRAY_SUFFIXES for s in (suffix, suffix.upper())],  # case-sensitive
             auto_reload=settings.MONAI_LABEL_DATASTORE_AUTO_RELOAD,
             read_only=settings.MONAI_LABEL_DATASTORE_READ_ONLY,
         )
