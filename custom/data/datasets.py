@@ -28,7 +28,7 @@ import os
 import re
 from collections.abc import Hashable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -184,7 +184,7 @@ def split_datalist(
         raise ValueError(f"{len(items)} cases cannot be split by {fractions}.")
     bounds = np.cumsum(fractions)[:2]
     draws = sorted(((_draw(item, seed), i) for i, item in enumerate(items)))
-    split = {name: [] for name in SPLITS}
+    split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
     for draw, i in draws:
         split[SPLITS[int(np.searchsorted(bounds, draw, side="right"))]].append(items[i])
     for name, fraction in zip(SPLITS[1:], fractions[1:]):
@@ -222,15 +222,16 @@ def load_datalist(
     elif Path(source).is_dir():
         items = ct_folder_datalist(source)
     elif Path(source).is_file() and str(source).lower().endswith(".json"):
-        items = json_datalist(source)
+        listed = json_datalist(source)
+        if isinstance(listed, dict):  # the datalist's own sections
+            if split is None:
+                return [item for part in listed.values() for item in part]
+            if split not in listed:
+                raise ValueError(f"{source} has no {_SECTIONS[split]!r} section (it has {sorted(listed)}).")
+            return listed[split]
+        items = cast("list[dict[str, Any]]", listed)  # sections were returned above (pytype does not narrow here)
     else:
         raise ValueError(f"the data source must be 'phantom', a folder of CTs or a .json datalist; got {source!s}.")
-    if isinstance(items, dict):  # the datalist's own sections
-        if split is None:
-            return [item for part in items.values() for item in part]
-        if split not in items:
-            raise ValueError(f"{source} has no {_SECTIONS[split]!r} section (it has {sorted(items)}).")
-        return items[split]
     return list(items) if split is None else split_datalist(items, fractions, seed)[split]
 
 
@@ -364,7 +365,7 @@ def xray_datalist(
         items = [{"case": case if case is not None else _default_case(item), **item}]
     else:
         raise ValueError("give a datalist of X-ray pairs, a folder of them, or a frontal and a lateral X-ray file.")
-    names: dict[str, str] = {}
+    names: dict[str, Any] = {}  # output stem -> the case that takes it
     for item in items:
         case = item.get("case")
         missing = [view for view in VIEW_NAMES if not item.get(view)]

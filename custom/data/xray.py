@@ -150,7 +150,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str
                 spacing = ()
             if len(spacing) != 2 or not all(_positive(s) for s in spacing):
                 raise ValueError(f"{path}: invalid {tag} {ds[tag].value!r}; expected two positive mm values.")
-            return image, spacing, tag
+            return image, (spacing[0], spacing[1]), tag
     return image, None, "none"
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import fire
@@ -37,7 +38,7 @@ def _stack(rows: list[Image.Image]) -> Image.Image:
     return picture
 
 
-def _write_all(files: dict[Path, object], overwrite: bool) -> None:
+def _write_all(files: dict[Path, Callable[[Path], None]], overwrite: bool) -> None:
     """Write ``{path: writer(temporary_path)}`` atomically, all or none (earlier ones removed on failure)."""
     refuse_existing(files, overwrite)
     written = []
