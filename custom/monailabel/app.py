@@ -49,13 +49,14 @@ class PediatricSkullCT(MONAILabelApp):
 
     def __init__(self, app_dir: str, studies: str, conf: dict[str, str]) -> None:
         self.bundle_root = Path(conf.get("bundle_root", BUNDLE_ROOT))
+        metadata = json.loads((self.bundle_root / "configs" / "metadata.json").read_text())
         super().__init__(
             app_dir=app_dir,
             studies=studies,
             conf=conf,
-            name="psctnet_pediatric_skull",
+            name=metadata["name"],
             description="Pediatric skull CT from a frontal and a lateral X-ray (PSCT-Net, SPIDER)",
-            version=json.loads((self.bundle_root / "configs" / "metadata.json").read_text())["version"],
+            version=metadata["version"],
         )
 
     def init_datastore(self) -> Datastore:
