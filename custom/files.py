@@ -1,23 +1,41 @@
-"""Writing output files safely: complete or absent, never silently replaced."""
+"""Files in and out: outputs complete or absent and never silently replaced, folders scanned safely.
+
+- :func:`atomic_write` and :func:`atomic_folder` write one file or one folder through a temporary
+  beside it, moved into place when complete.
+- :func:`write_together` writes several outputs (a case's CT, labels, DICOM series, mesh, preview) as
+  one: into a staging folder, committed by a journal, then moved into place. A failure removes the
+  staging folder; a kill leaves it behind, and :func:`recover_staged` (called by the next run before it
+  writes) finishes a committed one and removes an uncommitted one, so a folder of results only ever
+  shows whole cases.
+- :func:`check_output_folder` finds an output folder that cannot be created or written before any work.
+- :func:`visible_files` walks a folder tree as the datalist builders need: hidden entries skipped,
+  symbolic links to folders followed, each real folder visited once (no link loop can trap it).
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from custom.errors import ExistingOutputError, OutputFolderError
+
+STAGING_PREFIX = ".staging."  # write_together's staging folders: .staging.<pid>.<random>
+JOURNAL = ".committed"  # in a staging folder: the entries to move into place, one name per line
 
 
 def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool = False) -> None:
-    """Raise FileExistsError naming every path that exists, unless ``overwrite``.
+    """Raise :class:`~custom.errors.ExistingOutputError` naming every path that exists, unless ``overwrite``.
 
     Check all outputs of a command with this before writing the first, so a refusal writes nothing.
     """
     existing = [str(p) for p in paths if Path(p).exists()]
     if existing and not overwrite:
-        raise FileExistsError(
-            f"refusing to overwrite {existing}; remove them or ask to overwrite (overwrite=True, --overwrite)."
+        raise ExistingOutputError(
+            f"refusing to overwrite {existing}; remove them, write elsewhere, or ask to overwrite "
+            "(overwrite=True, --overwrite true)."
         )
 
 
@@ -95,4 +113,139 @@ def normal_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~mask
 
 
-__all__ = ["atomic_folder", "atomic_write", "has_dicom_marker", "normal_mode", "refuse_existing"]
+def check_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed and make sure a file can be written in it; before any work is done.
+
+    Raises:
+        OutputFolderError: ``folder`` or a folder above it is a file, or the folder cannot be created
+            or written to (the message gives the system's reason).
+    """
+    folder = Path(folder)
+    above = next((p for p in (folder, *folder.parents) if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        where = "is a file" if above == folder else f"cannot be created: {above} is a file"
+        raise OutputFolderError(f"the output folder {folder} {where}; give a folder (--output_dir).")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputFolderError(f"cannot write to the output folder {folder}: {error.strerror or error}.") from error
+    return folder
+
+
+def write_together(folder: str | os.PathLike, write: Callable[[Path], None], overwrite: bool = False) -> list[Path]:
+    """Write a group of outputs into ``folder`` as one: all of them, or none.
+
+    ``write(staging)`` creates the outputs (files or folders) in an empty staging folder inside
+    ``folder``; each entry it leaves there is then moved to ``folder / entry.name``. The steps: write,
+    check that no output exists (unless ``overwrite``), commit (the journal :data:`JOURNAL` lists the
+    entries), move each into place (an existing one is first moved aside into the staging folder),
+    remove the staging folder. A failure before the commit removes the staging folder and writes
+    nothing; a kill leaves the staging folder for :func:`recover_staged`.
+
+    Returns:
+        The outputs' paths in ``folder``, sorted by name.
+
+    Raises:
+        ExistingOutputError: an output exists and ``overwrite`` is False (nothing is written).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=f"{STAGING_PREFIX}{os.getpid()}."))
+    try:
+        write(staging)
+        names = sorted(p.name for p in staging.iterdir() if not p.name.startswith("."))
+        refuse_existing([folder / name for name in names], overwrite)
+        atomic_write(staging / JOURNAL, lambda tmp: tmp.write_text("".join(f"{name}\n" for name in names)))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _move_into_place(staging, folder)
+    return [folder / name for name in names]
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """Move a committed staging folder's entries to ``folder`` (outputs there are replaced), then drop it."""
+    names = (staging / JOURNAL).read_text().split()
+    replaced = staging / ".replaced"
+    for name in names:
+        entry, target = staging / name, folder / name
+        if not entry.exists():  # moved before a kill
+            continue
+        if target.exists() or target.is_symlink():
+            replaced.mkdir(exist_ok=True)
+            os.replace(target, replaced / name)
+        os.chmod(entry, normal_mode(directory=entry.is_dir()))
+        os.replace(entry, target)
+    shutil.rmtree(staging)
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (signal 0 probes without signalling)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def recover_staged(folder: str | os.PathLike) -> list[str]:
+    """Finish or remove what killed runs left in ``folder`` by :func:`write_together`.
+
+    A staging folder whose process (the pid in its name) no longer runs is finished when it was
+    committed (its outputs are complete: they are moved into place) and removed otherwise. Staging
+    folders of running processes are left alone.
+
+    Returns:
+        One line per staging folder handled, saying what was done.
+    """
+    folder = Path(folder)
+    done: list[str] = []
+    for staging in sorted(folder.glob(f"{STAGING_PREFIX}*")) if folder.is_dir() else []:
+        pid = staging.name[len(STAGING_PREFIX) :].split(".")[0]
+        if not staging.is_dir() or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if (staging / JOURNAL).is_file():
+            names = (staging / JOURNAL).read_text().split()
+            _move_into_place(staging, folder)
+            done.append(f"{staging}: a killed run's complete outputs moved into place: {names}")
+        else:
+            shutil.rmtree(staging)
+            done.append(f"{staging}: a killed run's incomplete outputs removed")
+    return done
+
+
+def visible_files(root: str | os.PathLike) -> Iterator[tuple[Path, list[str]]]:
+    """Each folder below ``root`` (``root`` first) with its visible files' names, both sorted.
+
+    Hidden files and folders (names starting with ``.``) are skipped. Symbolic links to folders are
+    followed, but a real folder is visited once only, so links that loop back (or point to a folder
+    seen already) are not followed again.
+    """
+    seen: set[str] = set()
+    for folder, subfolders, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            subfolders[:] = []
+            continue
+        seen.add(real)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        yield Path(folder), sorted(f for f in files if not f.startswith("."))
+
+
+__all__ = [
+    "JOURNAL",
+    "STAGING_PREFIX",
+    "atomic_folder",
+    "atomic_write",
+    "check_output_folder",
+    "has_dicom_marker",
+    "normal_mode",
+    "recover_staged",
+    "refuse_existing",
+    "visible_files",
+    "write_together",
+]

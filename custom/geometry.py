@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from custom.errors import InvalidInputError
 
 VIEW_NAMES: tuple[str, str] = ("frontal", "lateral")
 BEAMS: tuple[str, str] = ("cone", "parallel")
@@ -58,20 +59,20 @@ def _as_shape(value: Sequence[int], length: int, name: str) -> tuple[int, ...]:
     """A shape given as any sequence of integers (list, tuple, torch.Size, array) as a tuple of ints."""
     message = f"{name} must be a sequence of {length} positive integers, got {value!r}."
     if isinstance(value, (str, bytes)):
-        raise ValueError(message)
+        raise InvalidInputError(message)
     try:
         values = tuple(value)
         valid = len(values) == length and all(not isinstance(v, bool) and int(v) == v > 0 for v in values)
     except (TypeError, ValueError):
         valid = False
     if not valid:
-        raise ValueError(message)
+        raise InvalidInputError(message)
     return tuple(int(v) for v in values)
 
 
 def _as_positive(value: float, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+        raise InvalidInputError(f"{name} must be a positive finite number, got {value!r}.")
     return float(value)
 
 
@@ -221,9 +222,9 @@ class BiplanarGeometry:
         set_(self, "sod", _as_positive(self.sod, "sod"))
         set_(self, "sdd", _as_positive(self.sdd, "sdd"))
         if self.beam not in BEAMS:
-            raise ValueError(f"beam must be one of {BEAMS}, got {self.beam!r}.")
+            raise InvalidInputError(f"beam must be one of {BEAMS}, got {self.beam!r}.")
         if self.sod >= self.sdd:
-            raise ValueError(f"sod ({self.sod} mm) must be smaller than sdd ({self.sdd} mm).")
+            raise InvalidInputError(f"sod ({self.sod} mm) must be smaller than sdd ({self.sdd} mm).")
         if self.det_spacing is None:  # one pixel spans one voxel at the isocentre
             set_(
                 self, "det_spacing", self.vol_spacing * self.sdd / self.sod if self.beam == "cone" else self.vol_spacing
@@ -231,7 +232,7 @@ class BiplanarGeometry:
         set_(self, "det_spacing", _as_positive(self.det_spacing, "det_spacing"))
         half_depth = max(self.fov[0], self.fov[1]) / 2  # mm, grid extent along either view's rays
         if half_depth >= min(self.sod, self.sdd - self.sod):
-            raise ValueError(
+            raise InvalidInputError(
                 f"the CT grid (+-{half_depth:g} mm along the rays) must lie between the source "
                 f"({self.sod:g} mm from the isocentre) and the detector ({self.sdd - self.sod:g} mm)."
             )
@@ -319,7 +320,7 @@ class BiplanarGeometry:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown geometry keys {unknown}; expected some of {sorted(known)}.")
+            raise InvalidInputError(f"unknown geometry keys {unknown}; expected some of {sorted(known)}.")
         return cls(**values)
 
 

@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -75,3 +80,38 @@ def test_the_best_model_is_saved_only_at_a_new_best(tmp_path):
     assert (tmp_path / "model.pt").read_bytes() == first
     saver(_engine(epoch=3, best_metric_epoch=3))
     assert torch.equal(torch.load(tmp_path / "model.pt", weights_only=True)["weight"], network.weight)
+
+
+KILLED_DURING_SAVE = """
+import os, signal, sys, types
+import torch
+import custom.handlers.checkpoints as checkpoints
+
+folder = sys.argv[1]
+network = torch.nn.Linear(3, 2)
+saver = checkpoints.EpochCheckpointSaver(folder, {"generator": network})
+saver(types.SimpleNamespace(state=types.SimpleNamespace(epoch=1)))
+real_save = torch.save
+
+def save_then_die(content, path):  # half the bytes reach the disk, then the process is killed
+    real_save(content, path)
+    with open(path, "r+b") as handle:
+        handle.truncate(os.path.getsize(path) // 2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+torch.save = save_then_die
+saver(types.SimpleNamespace(state=types.SimpleNamespace(epoch=2)))
+"""
+
+
+def test_a_kill_during_a_save_keeps_the_last_checkpoint_and_the_next_run_resumes_from_it(tmp_path):
+    root = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": str(root)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_DURING_SAVE, str(tmp_path)], env=environment)
+    assert killed.returncode == -signal.SIGKILL
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[1] == "checkpoint_epoch=1.pt" and names[0].startswith(".checkpoint_epoch=2.pt.")  # a temporary
+    assert prepare_training_run(tmp_path, tmp_path / "model.pt", resume=True) == str(tmp_path / "checkpoint_epoch=1.pt")
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint_epoch=1.pt"]  # the temporary is gone
+    state = torch.load(tmp_path / "checkpoint_epoch=1.pt", weights_only=True)
+    assert state["generator"].keys() == {"weight", "bias"}

@@ -198,17 +198,18 @@ def test_xray_datalist_resolves_paths_and_uses_the_test_section(tmp_path):
         xray_datalist(tmp_path / "train.json")
 
 
-def test_xray_datalist_finds_every_problem_before_any_case_runs(tmp_path):
+def test_xray_datalist_takes_both_views_or_neither_and_checks_the_list(tmp_path):
     frontal, lateral = _touch(tmp_path / "f.png", tmp_path / "l.png")
-    with pytest.raises(ValueError, match="has no lateral X-ray"):
-        xray_datalist(frontal=frontal)
+    sample = dict(zip(("frontal", "lateral"), _touch(tmp_path / "s" / "sample_frontal.png", tmp_path / "s" / "l.png")))
+    with pytest.raises(ValueError, match=r"only the frontal X-ray was given .*f.png\); give the lateral one too"):
+        xray_datalist(frontal=frontal, sample=sample)  # never paired with the sample's other view
+    with pytest.raises(ValueError, match=r"only the lateral X-ray was given .*l.png\); give the frontal one too"):
+        xray_datalist(lateral=lateral, sample=sample)
+    assert xray_datalist(sample=sample) == [{"case": "sample", **sample}]
+    assert xray_datalist(frontal=frontal, lateral=lateral, sample=sample)[0]["case"] == "f"
     (tmp_path / "list.json").write_text(json.dumps([{"case": "c", "lateral": "l.png"}]))
     with pytest.raises(ValueError, match="'c' has no frontal X-ray"):
         xray_datalist(tmp_path / "list.json")
-    with pytest.raises(ValueError, match="'f': no such X-ray file .*nowhere.png"):
-        xray_datalist(frontal=frontal, lateral=tmp_path / "nowhere.png")
-    with pytest.raises(ValueError, match="same file for both views"):
-        xray_datalist(frontal=frontal, lateral=tmp_path / "." / "f.png")
     twins = [
         {"case": "a/b", "frontal": "f.png", "lateral": "l.png"},
         {"case": "a b", "frontal": "l.png", "lateral": "f.png"},
@@ -216,8 +217,31 @@ def test_xray_datalist_finds_every_problem_before_any_case_runs(tmp_path):
     (tmp_path / "twins.json").write_text(json.dumps(twins))
     with pytest.raises(ValueError, match="would both be written as 'a_b'"):
         xray_datalist(tmp_path / "twins.json")
-    with pytest.raises(ValueError, match="give a datalist"):
+    with pytest.raises(ValueError, match=r"give a frontal and a lateral X-ray file \(--frontal, --lateral\)"):
         xray_datalist()
+
+
+VIEWS = ("frontal", "lateral")
+
+
+def test_folder_scans_follow_symbolic_links_to_folders_once(tmp_path):
+    pair = _touch(tmp_path / "store" / "child07_pa.png", tmp_path / "store" / "child07_lat.png")
+    (tmp_path / "scans").mkdir()
+    (tmp_path / "scans" / "linked").symlink_to(tmp_path / "store", target_is_directory=True)
+    (tmp_path / "store" / "loop").symlink_to(tmp_path / "scans", target_is_directory=True)  # scans -> store -> scans
+    assert xray_folder_datalist(tmp_path / "scans") == [
+        {
+            "case": "linked/child07",
+            **{v: str(tmp_path / "scans" / "linked" / Path(f).name) for v, f in zip(VIEWS, pair)},
+        }
+    ]
+    series = tmp_path / "dicom_store" / "series"
+    series.mkdir(parents=True)
+    (series / "IM0001").write_bytes(b"\0" * 128 + b"DICM")
+    (tmp_path / "cts").mkdir()
+    (tmp_path / "cts" / "child07").symlink_to(series, target_is_directory=True)
+    (series / "back").symlink_to(tmp_path / "cts", target_is_directory=True)
+    assert ct_folder_datalist(tmp_path / "cts") == [{"case": "child07", "ct": str(tmp_path / "cts" / "child07")}]
 
 
 def test_a_folder_of_xrays_pairs_files_by_case_and_view(tmp_path):

@@ -1,9 +1,23 @@
 from __future__ import annotations
 
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from custom.files import atomic_write, refuse_existing
+from custom.errors import OutputFolderError
+from custom.files import (
+    JOURNAL,
+    STAGING_PREFIX,
+    atomic_write,
+    check_output_folder,
+    recover_staged,
+    refuse_existing,
+    visible_files,
+    write_together,
+)
 
 
 def test_atomic_write_writes_with_a_normal_file_mode(tmp_path):
@@ -45,3 +59,80 @@ def test_refuse_existing_names_every_existing_path(tmp_path):
     with pytest.raises(FileExistsError, match="a.*b"):
         refuse_existing([tmp_path / "a", tmp_path / "b", tmp_path / "c"])
     refuse_existing([tmp_path / "a"], overwrite=True)
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(child.stdout)
+
+
+def _write_case(staging: Path) -> None:
+    (staging / "c.nii.gz").write_bytes(b"ct")
+    (staging / "c_dicom").mkdir()
+    (staging / "c_dicom" / "slice_0000.dcm").write_bytes(b"slice")
+
+
+def test_write_together_moves_every_output_into_place_and_leaves_no_staging(tmp_path):
+    written = write_together(tmp_path / "out", _write_case)
+    assert written == [tmp_path / "out" / "c.nii.gz", tmp_path / "out" / "c_dicom"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["c.nii.gz", "c_dicom"]
+    assert (tmp_path / "out" / "c_dicom" / "slice_0000.dcm").read_bytes() == b"slice"
+
+
+def test_write_together_refuses_existing_outputs_and_replaces_them_only_when_asked(tmp_path):
+    write_together(tmp_path, _write_case)
+    (tmp_path / "c_dicom" / "old_extra.dcm").write_bytes(b"old")
+    with pytest.raises(FileExistsError, match="c.nii.gz"):
+        write_together(tmp_path, _write_case)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nii.gz", "c_dicom"]  # no staging left
+    write_together(tmp_path, _write_case, overwrite=True)
+    assert sorted(p.name for p in (tmp_path / "c_dicom").iterdir()) == ["slice_0000.dcm"]  # the folder was replaced
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.nii.gz", "c_dicom"]
+
+
+def test_a_failure_part_way_writes_nothing(tmp_path):
+    def fail_after_the_ct(staging: Path) -> None:
+        (staging / "c.nii.gz").write_bytes(b"ct")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        write_together(tmp_path, fail_after_the_ct)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_recovery_finishes_a_killed_committed_case_and_removes_an_uncommitted_one(tmp_path):
+    pid = _dead_pid()
+    committed = tmp_path / f"{STAGING_PREFIX}{pid}.abc"
+    committed.mkdir()
+    _write_case(committed)
+    (committed / JOURNAL).write_text("c.nii.gz\nc_dicom\n")
+    os.replace(committed / "c.nii.gz", tmp_path / "c.nii.gz")  # killed after moving the first output
+    uncommitted = tmp_path / f"{STAGING_PREFIX}{pid}.xyz"
+    uncommitted.mkdir()
+    (uncommitted / "d.nii.gz").write_bytes(b"half")
+    running = tmp_path / f"{STAGING_PREFIX}{os.getpid()}.run"  # a live process's: left alone
+    running.mkdir()
+    done = recover_staged(tmp_path)
+    assert len(done) == 2 and "moved into place" in done[0] and "removed" in done[1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "c.nii.gz", "c_dicom"]
+    assert (tmp_path / "c_dicom" / "slice_0000.dcm").read_bytes() == b"slice"
+
+
+def test_check_output_folder_refuses_a_file_or_a_path_below_one_and_creates_the_rest(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputFolderError, match="output folder .*file is a file"):
+        check_output_folder(tmp_path / "file")
+    with pytest.raises(OutputFolderError, match=r"file/sub/deeper cannot be created: .*file is a file"):
+        check_output_folder(tmp_path / "file" / "sub" / "deeper")
+    assert check_output_folder(tmp_path / "new" / "out").is_dir() and not list((tmp_path / "new" / "out").iterdir())
+
+
+def test_visible_files_follows_folder_links_once_and_skips_hidden_entries(tmp_path):
+    (tmp_path / "a" / ".hidden").mkdir(parents=True)
+    (tmp_path / "a" / "x.png").write_text("")
+    (tmp_path / "a" / ".x.png").write_text("")
+    (tmp_path / "a" / "up").symlink_to(tmp_path, target_is_directory=True)  # a loop
+    (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)  # a second way in
+    visited = [(str(folder.relative_to(tmp_path)), files) for folder, files in visible_files(tmp_path)]
+    assert visited == [(".", []), ("a", ["x.png"])]

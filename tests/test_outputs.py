@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import custom.data.outputs as outputs
 import nibabel as nib
 import numpy as np
 import pytest
@@ -80,3 +81,26 @@ def test_a_predicted_label_map_is_written_and_its_bone_class_gives_the_mesh(tmp_
     assert np.array_equal(np.asanyarray(image.dataobj), labels[0].numpy())
     corners = np.frombuffer((tmp_path / "case_1_bone.stl").read_bytes()[84:], dtype=np.uint8).size
     assert corners > 0
+
+
+@pytest.mark.parametrize("failing", ["write_ct_dicom", "write_bone_stl", "montage"])
+def test_a_write_failure_mid_case_leaves_nothing_of_that_case(tmp_path, monkeypatch, failing):
+    SaveReconstructiond(GEOMETRY, tmp_path, preview=False)(_item("earlier"))  # a complete case stays
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(outputs, failing, disk_full)
+    writer = SaveReconstructiond(GEOMETRY, tmp_path, dicom=True, stl=True)
+    with pytest.raises(OSError, match="No space left"):
+        writer(_item())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier.nii.gz"]  # neither outputs nor temporaries
+    monkeypatch.undo()
+    writer(_item())  # the rerun needs no clean-up
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "case_1.nii.gz",
+        "case_1.png",
+        "case_1_bone.stl",
+        "case_1_dicom",
+        "earlier.nii.gz",
+    ]

@@ -6,6 +6,7 @@ import pytest
 import torch
 from custom.data.dicom_compat import save_dicom
 from custom.data.xray import LoadXRay, LoadXRayd, write_xray
+from custom.errors import InvalidInputError
 from custom.geometry import BiplanarGeometry
 from custom.physics import normalise_radiograph
 from PIL import Image
@@ -137,23 +138,41 @@ def test_spacing_argument_is_used_only_when_the_file_has_none(tmp_path):
 
 
 def test_fitted_image_keeps_its_aspect_ratio_and_is_centred(tmp_path):
-    # 16 x 32 into 64 x 64: scaled by 2 to 32 x 64, rows 16..47
-    image = np.full((16, 32), 128, dtype=np.uint8)
-    image[:8] = 255
-    image[:, :4] = 0
+    # 32 x 64 into 128 x 128: scaled by 2 to 64 x 128, rows 32..95; a native pixel spans 2 of 2 mm
+    image = np.full((32, 64), 128, dtype=np.uint8)
+    image[:16] = 255
+    image[:, :8] = 0
     Image.fromarray(image).save(tmp_path / "f.png")
-    loaded = LoadXRay(BiplanarGeometry(det_shape=(64, 64), det_spacing=2.0))(tmp_path / "f.png")
+    loaded = LoadXRay(BiplanarGeometry(det_shape=(128, 128), det_spacing=2.0))(tmp_path / "f.png")
     assert loaded.meta["placement"] == "fitted" and loaded.meta["zoom"] == (2.0, 2.0)
+    assert loaded.meta["native_spacing"] == (4.0, 4.0)  # mm: the detector's spacing times the zoom
     out = loaded[0]
-    assert (out[:16] == 0).all() and (out[48:] == 0).all()
-    assert (out[16:31, 10:] == 1).all()
-    assert torch.allclose(out[33:48, 10:], torch.tensor(128 / 255), atol=1e-6)
+    assert (out[:32] == 0).all() and (out[96:] == 0).all()
+    assert (out[32:63, 20:] == 1).all()
+    assert torch.allclose(out[65:96, 20:], torch.tensor(128 / 255), atol=1e-6)
+
+
+def test_a_large_fitted_radiograph_records_its_fine_native_spacing(tmp_path):
+    # a 2400 x 1920 cephalogram fitted into 128 x 128 pixels of 1.8 mm: 0.096 mm per native pixel, not 18.75
+    image = np.zeros((2400, 1920), dtype=np.uint16)
+    image[600:1800, 400:1500] = 30000
+    Image.fromarray(image).save(tmp_path / "ceph.png")
+    loaded = LoadXRay(BiplanarGeometry(det_shape=(128, 128), det_spacing=1.8))(tmp_path / "ceph.png")
+    assert loaded.meta["native_spacing"] == pytest.approx((0.096, 0.096))
+    assert loaded.meta["zoom"] == pytest.approx((128 / 2400, 128 / 2400))
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (31, 200), (200, 31)])
+def test_an_image_under_the_minimum_size_is_refused(tmp_path, shape):
+    Image.fromarray(np.indices(shape).sum(0).astype(np.uint8)).save(tmp_path / "icon.png")
+    with pytest.raises(InvalidInputError, match=rf"{shape[0]} x {shape[1]} pixels; an X-ray needs at least 32"):
+        LoadXRay()(tmp_path / "icon.png")
 
 
 def test_16_bit_png_keeps_the_low_byte(tmp_path):
-    values = (40000 + np.arange(256)).reshape(16, 16).astype(np.uint16)  # 0x9C40..0x9D3F
+    values = (40000 + np.arange(1024)).reshape(32, 32).astype(np.uint16)  # 0x9C40..0xA03F
     Image.fromarray(values).save(tmp_path / "r.png")
-    out = LoadXRay(BiplanarGeometry(det_shape=(16, 16), det_spacing=2.0))(tmp_path / "r.png")
+    out = LoadXRay(BiplanarGeometry(det_shape=(32, 32), det_spacing=2.0))(tmp_path / "r.png")
     expected = normalise_radiograph(torch.from_numpy(values.astype(np.float32) - 40000))
     assert torch.allclose(out[0], expected, atol=1e-6)
     assert out.unique().numel() > 250

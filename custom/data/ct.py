@@ -46,6 +46,7 @@ import pydicom
 import torch
 import torch.nn.functional as F
 from custom.data.dicom_compat import apply_modality_lut
+from custom.errors import InvalidInputError, MissingInputError
 from custom.files import has_dicom_marker
 from custom.geometry import BiplanarGeometry
 from custom.physics import AIR_HU, gaussian_blur
@@ -112,7 +113,7 @@ def read_ct(
     # 1. dispatch on what the path is
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no CT at {path}.")
+        raise MissingInputError(f"no CT at {path}.")
     suffix = _suffix(path)
     if path.is_dir():
         volume, affine, meta = _read_dicom_series(path, series_uid, None, allow_tilt, resample_uneven)
@@ -124,7 +125,7 @@ def read_ct(
         volume, affine, meta = _read_dicom_series(path.parent, series_uid, path, allow_tilt, resample_uneven)
     else:
         known = NIFTI_SUFFIXES + ITK_SUFFIXES + DICOM_SUFFIXES[:-1]
-        raise ValueError(f"unknown CT format {suffix!r} of {path}; expected one of {known} or a DICOM folder.")
+        raise InvalidInputError(f"unknown CT format {suffix!r} of {path}; expected one of {known} or a DICOM folder.")
 
     # 2. common metadata
     meta.update(filename_or_obj=str(path), spacing=_spacing(affine), original_affine=affine.copy(), space="RAS")
@@ -137,11 +138,11 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         image = nib.load(path)
         volume = np.asarray(image.get_fdata(dtype=np.float32))
     except Exception as error:  # nibabel raises many types for broken files (ImageFileError, EOFError, zlib)
-        raise ValueError(f"cannot read NIfTI {path}: {error}") from error
+        raise InvalidInputError(f"cannot read NIfTI {path}: {error}") from error
     while volume.ndim > 3 and volume.shape[-1] == 1:
         volume = volume[..., 0]
     if volume.ndim != 3:
-        raise ValueError(f"a CT must be 3D, got shape {volume.shape} in {path}.")
+        raise InvalidInputError(f"a CT must be 3D, got shape {volume.shape} in {path}.")
     return volume, np.asarray(image.affine, dtype=np.float64), {"format": "nifti"}
 
 
@@ -152,14 +153,14 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     # 1. check dimension and components before reading pixels
     io = itk.ImageIOFactory.CreateImageIO(str(path), itk.CommonEnums.IOFileMode_ReadMode)
     if io is None:
-        raise ValueError(f"cannot read {path}: ITK finds no reader for it.")
+        raise InvalidInputError(f"cannot read {path}: ITK finds no reader for it.")
     try:
         io.SetFileName(str(path))
         io.ReadImageInformation()
     except RuntimeError as error:
-        raise ValueError(f"cannot read {path}: {error}") from error
+        raise InvalidInputError(f"cannot read {path}: {error}") from error
     if io.GetNumberOfDimensions() != 3 or io.GetNumberOfComponents() != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"a CT must be 3D with one value per voxel, got {io.GetNumberOfDimensions()}D with "
             f"{io.GetNumberOfComponents()} components in {path}."
         )
@@ -168,7 +169,7 @@ def _read_itk(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     try:
         image = itk.imread(str(path), itk.F)
     except RuntimeError as error:
-        raise ValueError(f"cannot read the voxels of {path}: {error}") from error
+        raise InvalidInputError(f"cannot read the voxels of {path}: {error}") from error
     volume = itk.array_from_image(image).transpose(2, 1, 0)
     lps = np.eye(4)
     lps[:3, :3] = np.asarray(image.GetDirection(), dtype=np.float64) @ np.diag(np.asarray(image.GetSpacing()))
@@ -209,7 +210,7 @@ def _scan_dicom_folder(folder: Path) -> tuple[list[_Slice], list[str]]:
             skipped["not DICOM"] += 1
             continue
         except Exception as error:  # a DICOM preamble followed by a broken header
-            raise ValueError(f"corrupt DICOM file {path}: {error}") from error
+            raise InvalidInputError(f"corrupt DICOM file {path}: {error}") from error
         if not all(tag in header for tag in _IMAGE_TAGS):
             skipped["DICOM without image geometry"] += 1
         elif "LOCALIZER" in _values(header.get("ImageType", [])):
@@ -235,17 +236,17 @@ def _choose_series(slices: list[_Slice], folder: Path, series_uid: str | None, n
         by_series.setdefault(str(s.header.get("SeriesInstanceUID", "")), []).append(s)
     if not by_series:
         found = f" (skipped {', '.join(notes)})" if notes else " (no files in it; subfolders are not searched)"
-        raise ValueError(f"no DICOM CT images in {folder}{found}.")
+        raise InvalidInputError(f"no DICOM CT images in {folder}{found}.")
     listing = "; ".join(
         f"{uid} ({len(group)} slices, {group[0].header.get('SeriesDescription', '')!r})"
         for uid, group in sorted(by_series.items())
     )
     if series_uid is None:
         if len(by_series) > 1:
-            raise ValueError(f"{len(by_series)} CT series in {folder}; choose one with series_uid: {listing}.")
+            raise InvalidInputError(f"{len(by_series)} CT series in {folder}; choose one with series_uid: {listing}.")
         series_uid = next(iter(by_series))
     if series_uid not in by_series:
-        raise ValueError(f"series {series_uid!r} is not in {folder}; it holds: {listing}.")
+        raise InvalidInputError(f"series {series_uid!r} is not in {folder}; it holds: {listing}.")
     if notes:
         logger.info("%s: skipped %s.", folder, ", ".join(notes))
     return by_series[series_uid]
@@ -260,29 +261,29 @@ def _read_dicom_series(
         try:
             header = pydicom.dcmread(chosen, stop_before_pixels=True)
         except InvalidDicomError as error:
-            raise ValueError(f"{chosen} is not a DICOM file.") from error
+            raise InvalidInputError(f"{chosen} is not a DICOM file.") from error
         except Exception as error:
-            raise ValueError(f"corrupt DICOM file {chosen}: {error}") from error
+            raise InvalidInputError(f"corrupt DICOM file {chosen}: {error}") from error
         if all(tag in header for tag in _IMAGE_TAGS) and "SeriesInstanceUID" in header:
             series_uid = str(header.SeriesInstanceUID)
     slices, notes = _scan_dicom_folder(folder)
     series = _choose_series(slices, folder, series_uid, notes)
     uid = str(series[0].header.get("SeriesInstanceUID", ""))
     if len(series) < 2:
-        raise ValueError(f"series {uid} in {folder} has {len(series)} slice; a CT volume needs at least 2.")
+        raise InvalidInputError(f"series {uid} in {folder} has {len(series)} slice; a CT volume needs at least 2.")
     if int(series[0].header.get("NumberOfFrames", 1) or 1) > 1:
-        raise ValueError(f"multi-frame DICOM (enhanced CT) is not supported: {series[0].path}.")
+        raise InvalidInputError(f"multi-frame DICOM (enhanced CT) is not supported: {series[0].path}.")
 
     # 2. one orientation, one pixel grid
     first = series[0].header
     for s in series[1:]:
         h = s.header
         if (h.Rows, h.Columns) != (first.Rows, first.Columns):
-            raise ValueError(f"slices of series {uid} differ in size: {s.path} is {h.Rows}x{h.Columns}.")
+            raise InvalidInputError(f"slices of series {uid} differ in size: {s.path} is {h.Rows}x{h.Columns}.")
         if not np.allclose(s.orientation, series[0].orientation, atol=_ORIENTATION_TOLERANCE):
-            raise ValueError(f"slices of series {uid} differ in ImageOrientationPatient: {s.path}.")
+            raise InvalidInputError(f"slices of series {uid} differ in ImageOrientationPatient: {s.path}.")
         if not np.allclose(np.asarray(h.PixelSpacing, float), np.asarray(first.PixelSpacing, float), rtol=1e-4):
-            raise ValueError(f"slices of series {uid} differ in PixelSpacing: {s.path}.")
+            raise InvalidInputError(f"slices of series {uid} differ in PixelSpacing: {s.path}.")
     row_dir, col_dir = (v / np.linalg.norm(v) for v in np.split(series[0].orientation, 2))  # LPS, unit (rounded)
     row_spacing, col_spacing = (float(v) for v in first.PixelSpacing)  # mm between rows, between columns
     normal = np.cross(row_dir, col_dir)
@@ -293,7 +294,7 @@ def _read_dicom_series(
     positions = np.stack([s.position for s in series])  # (N, 3) LPS mm
     along_normal = positions @ normal
     if np.any(np.diff(along_normal) < 1e-3):
-        raise ValueError(
+        raise InvalidInputError(
             f"series {uid} has several slices at one position (several acquisitions, echoes or phases?); "
             "separate them into folders."
         )
@@ -302,13 +303,13 @@ def _read_dicom_series(
     offsets = positions - positions[0]
     off_line = np.linalg.norm(offsets - np.outer(offsets @ direction, direction), axis=1).max()
     if off_line > _LINE_TOLERANCE * min(row_spacing, col_spacing):
-        raise ValueError(f"slices of series {uid} do not lie on one line (one is {off_line:.2f} mm off it).")
+        raise InvalidInputError(f"slices of series {uid} do not lie on one line (one is {off_line:.2f} mm off it).")
 
     # 4. gantry tilt: the angle between the stacking direction and the slice normal
     tilt = math.degrees(math.acos(min(1.0, abs(float(direction @ normal)))))
     if tilt > _TILT_TOLERANCE:
         if not allow_tilt:
-            raise ValueError(
+            raise InvalidInputError(
                 f"series {uid} has a gantry tilt of {tilt:.2f} degrees; load it with allow_tilt=True "
                 "(a sheared affine that CanonicaliseCT resamples)."
             )
@@ -325,7 +326,7 @@ def _read_dicom_series(
     resampled = bool(uneven > _EVEN_TOLERANCE * median_step)
     if resampled:
         if not resample_uneven:
-            raise ValueError(
+            raise InvalidInputError(
                 f"series {uid} has uneven slice spacing (steps {steps.min():.3g} to {steps.max():.3g} mm); "
                 "load it with resample_uneven=True to interpolate onto an even grid."
             )
@@ -357,12 +358,12 @@ def _slice_hu(item: _Slice) -> np.ndarray:
         pixels = dataset.pixel_array
     except Exception as error:
         syntax = getattr(getattr(item.header, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise ValueError(
+        raise InvalidInputError(
             f"cannot decode the pixels of {item.path} (transfer syntax {syntax}): {error}. Compressed "
             "DICOM may need a pydicom decoder plugin (pylibjpeg, gdcm)."
         ) from error
     if pixels.ndim != 2:
-        raise ValueError(f"expected one greyscale image in {item.path}, got pixel array {pixels.shape}.")
+        raise InvalidInputError(f"expected one greyscale image in {item.path}, got pixel array {pixels.shape}.")
     return np.asarray(apply_modality_lut(pixels, dataset), dtype=np.float32).T
 
 

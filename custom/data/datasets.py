@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from custom.data.outputs import safe_case_id
-from custom.files import has_dicom_marker
+from custom.errors import InvalidInputError
+from custom.files import has_dicom_marker, visible_files
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.phantom import case_seed, make_phantom
 from custom.phantom.labels import structure_map
@@ -52,7 +53,7 @@ PATH_KEYS = ("ct", "labels", "frontal", "lateral")  # item keys holding file pat
 def phantom_datalist(n: int, seed: int = 0) -> list[dict[str, Any]]:
     """``n`` phantom cases: ``{"case": "phantom_NNN", "phantom_seed": case_seed(seed, i)}``."""
     if n < 1:
-        raise ValueError(f"need at least one phantom case, got n={n}.")
+        raise InvalidInputError(f"need at least one phantom case, got n={n}.")
     return [{"case": f"phantom_{i:03d}", "phantom_seed": case_seed(seed, i)} for i in range(n)]
 
 
@@ -77,7 +78,8 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Every CT below ``root``: volume files (NIfTI, NRRD, MetaImage) and DICOM series folders.
 
     A folder counts as one DICOM series if any of its own files is DICOM (a DICOMDIR does not count);
-    :class:`~custom.data.ct.LoadCT` reports a folder that mixes series. Hidden files and folders, and
+    :class:`~custom.data.ct.LoadCT` reports a folder that mixes series. Symbolic links to folders are
+    followed (each real folder once, :func:`~custom.files.visible_files`). Hidden files and folders, and
     volumes named as label maps (ending in :data:`LABEL_MAP_ENDINGS` before the suffix, such as the
     phantom CLI's ``phantom_000_labels.nii.gz``), are skipped.
 
@@ -86,18 +88,17 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder of CTs.")
+        raise InvalidInputError(f"{root} is not a folder of CTs.")
     items = []
-    for folder, subfolders, files in os.walk(root):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        paths = [Path(folder, name) for name in sorted(files) if not name.startswith(".")]
+    for folder, files in visible_files(root):
+        paths = [folder / name for name in files]
         items += [{"case": str(p.relative_to(root)), "ct": str(p)} for p in paths if _is_ct_file(p)]
         if any(_is_dicom_image(p) for p in paths):
-            items.append(
-                {"case": str(Path(folder).relative_to(root)) if Path(folder) != root else root.name, "ct": folder}
-            )
+            items.append({"case": str(folder.relative_to(root)) if folder != root else root.name, "ct": str(folder)})
     if not items:
-        raise ValueError(f"no CT found below {root} (looked for {NIFTI_SUFFIXES + ITK_SUFFIXES} and DICOM series).")
+        raise InvalidInputError(
+            f"no CT found below {root} (looked for {NIFTI_SUFFIXES + ITK_SUFFIXES} and DICOM series)."
+        )
     return sorted(items, key=lambda item: item["case"])
 
 
@@ -130,12 +131,12 @@ def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | 
     try:
         content = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot read the datalist {path}: {error}") from error
+        raise InvalidInputError(f"cannot read the datalist {path}: {error}") from error
     base = path.parent
 
     def resolved(items: Any) -> list[dict[str, Any]]:
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise ValueError(f"{path}: a datalist section must be a list of objects.")
+            raise InvalidInputError(f"{path}: a datalist section must be a list of objects.")
         return [
             {
                 "case": item.get("case", _default_case(item)),
@@ -152,7 +153,7 @@ def json_datalist(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]] | 
         else {}
     )
     if not sections:
-        raise ValueError(f"{path}: expected a list of cases or sections {tuple(_SECTIONS.values())}.")
+        raise InvalidInputError(f"{path}: expected a list of cases or sections {tuple(_SECTIONS.values())}.")
     return sections
 
 
@@ -179,9 +180,11 @@ def split_datalist(
     """
     fractions = [float(f) for f in fractions]
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1):
-        raise ValueError(f"fractions must be three shares (train, val, test) >= 0 summing to 1, got {fractions}.")
+        raise InvalidInputError(
+            f"fractions must be three shares (train, val, test) >= 0 summing to 1, got {fractions}."
+        )
     if len(items) < sum(f > 0 for f in fractions):
-        raise ValueError(f"{len(items)} cases cannot be split by {fractions}.")
+        raise InvalidInputError(f"{len(items)} cases cannot be split by {fractions}.")
     bounds = np.cumsum(fractions)[:2]
     draws = sorted(((_draw(item, seed), i) for i, item in enumerate(items)))
     split: dict[str, list[dict[str, Any]]] = {name: [] for name in SPLITS}
@@ -216,7 +219,7 @@ def load_datalist(
     if split == "all":  # the command-line spelling of None
         split = None
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, 'all' or None, got {split!r}.")
+        raise InvalidInputError(f"split must be one of {SPLITS}, 'all' or None, got {split!r}.")
     if str(source) == "phantom":
         items = phantom_datalist(n, seed)
     elif Path(source).is_dir():
@@ -227,11 +230,13 @@ def load_datalist(
             if split is None:
                 return [item for part in listed.values() for item in part]
             if split not in listed:
-                raise ValueError(f"{source} has no {_SECTIONS[split]!r} section (it has {sorted(listed)}).")
+                raise InvalidInputError(f"{source} has no {_SECTIONS[split]!r} section (it has {sorted(listed)}).")
             return listed[split]
         items = cast("list[dict[str, Any]]", listed)  # sections were returned above (pytype does not narrow here)
     else:
-        raise ValueError(f"the data source must be 'phantom', a folder of CTs or a .json datalist; got {source!s}.")
+        raise InvalidInputError(
+            f"the data source must be 'phantom', a folder of CTs or a .json datalist; got {source!s}."
+        )
     return list(items) if split is None else split_datalist(items, fractions, seed)[split]
 
 
@@ -253,7 +258,8 @@ def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     A file of an X-ray format (:data:`XRAY_SUFFIXES`) whose name ends in a view tag (``_frontal``,
     ``_pa``, ``_ap``, ``_lateral``, ``_lat``) belongs to the case its name gives before the tag, or,
     named only by its view (``frontal.dcm``), to the case of its folder; the folder's subfolders are
-    searched too, hidden ones skipped, and a case below ``root`` is named by its path from ``root``
+    searched too (symbolic links followed, each real folder once), hidden ones skipped, and a case
+    below ``root`` is named by its path from ``root``
     (``a/child07``), so equal names in different folders stay apart. ``root/child07_pa.png`` and
     ``root/child07_lat.png`` make case ``child07``; so do ``root/child07/frontal.dcm`` and
     ``root/child07/lateral.dcm``.
@@ -267,19 +273,18 @@ def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"{root} is not a folder of X-ray pairs.")
+        raise InvalidInputError(f"{root} is not a folder of X-ray pairs.")
     views: dict[str, dict[str, list[str]]] = {}
-    for folder, subfolders, files in os.walk(root, followlinks=False):
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
-        for name in sorted(f for f in files if not f.startswith(".")):
+    for folder, files in visible_files(root):
+        for name in files:
             stem, view = xray_stem(name)
             if view is None or not name.lower().endswith(XRAY_SUFFIXES):
                 continue
-            place = Path(folder).relative_to(root)  # "." at the top
+            place = folder.relative_to(root)  # "." at the top
             case = str(place / stem) if stem else (str(place) if place != Path(".") else root.name)
-            views.setdefault(case, {}).setdefault(view, []).append(str(Path(folder, name)))
+            views.setdefault(case, {}).setdefault(view, []).append(str(folder / name))
     if not views:
-        raise ValueError(
+        raise InvalidInputError(
             f"no X-ray pair found in {root}: name the files <case>_frontal.<ext> and <case>_lateral.<ext>."
         )
     problems = [
@@ -289,7 +294,7 @@ def xray_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
         if len(found.get(view, [])) != 1
     ]
     if problems:
-        raise ValueError(f"{root}: every case needs exactly one file per view; " + "; ".join(problems) + ".")
+        raise InvalidInputError(f"{root}: every case needs exactly one file per view; " + "; ".join(problems) + ".")
     return [{"case": case, **{view: found[view][0] for view in VIEW_NAMES}} for case, found in sorted(views.items())]
 
 
@@ -310,11 +315,11 @@ def xray_pair(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         items = xray_folder_datalist(path)
         if len(items) != 1:
-            raise ValueError(f"{path} holds {len(items)} X-ray pairs ({[i['case'] for i in items]}); give one.")
+            raise InvalidInputError(f"{path} holds {len(items)} X-ray pairs ({[i['case'] for i in items]}); give one.")
         return items[0]
     case, view = xray_stem(path)
     if view is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{path.name} does not say its view: name the X-rays <case>_frontal.<ext> and <case>_lateral.<ext>."
         )
     other = next(v for v in VIEW_NAMES if v != view)
@@ -322,7 +327,7 @@ def xray_pair(path: str | os.PathLike) -> dict[str, Any]:
     partners = [p for p in files if xray_stem(p) == (case, other)]
     if len(partners) != 1:
         found = [p.name for p in partners]
-        raise ValueError(f"{path.name}: expected one {other} X-ray of case {case!r} beside it, found {found}.")
+        raise InvalidInputError(f"{path.name}: expected one {other} X-ray of case {case!r} beside it, found {found}.")
     views = {view: str(path), other: str(partners[0])}
     return {"case": case or path.parent.name, **{v: views[v] for v in VIEW_NAMES}}
 
@@ -333,52 +338,64 @@ def xray_datalist(
     lateral: str | os.PathLike | None = None,
     case: str | None = None,
     folder: str | os.PathLike | None = None,
+    sample: Mapping[str, str | os.PathLike] | None = None,
 ) -> list[dict[str, Any]]:
     """The cases to reconstruct: ``{"case", "frontal", "lateral"}`` items, from a datalist, a folder or one pair.
 
     Args:
         datalist: a JSON datalist whose items name a ``frontal`` and a ``lateral`` X-ray file (relative
             paths are against the file's folder); with sections, the ``test`` section is used.
-        frontal, lateral: one case's two files, used when ``datalist`` and ``folder`` are None.
-        case: that case's name. Defaults to the frontal file's name without suffixes.
+        frontal, lateral: one case's two files, used when ``datalist`` and ``folder`` are None. Both
+            or neither: one alone is an error, never paired with some other X-ray.
+        case: that case's name. Defaults to the frontal file's name without suffixes and view tag.
         folder: a folder of X-ray pairs (:func:`xray_folder_datalist`), used when ``datalist`` is None.
+        sample: ``{"frontal", "lateral"}`` files to use when no input is given at all (the bundle's
+            sample pair). Defaults to None: no input is an error.
 
-    Every problem is found here, before any case runs, so no list fails half-way through.
+    The list is checked here (every case names both views, no two cases share output files); the
+    files themselves are opened by :mod:`custom.data.preflight`, every case before any runs, so one
+    message names every bad case.
 
     Raises:
-        ValueError: no input, a case without both views or with a missing file, both views naming the
-            same file, or two cases whose names give the same output files (:func:`safe_case_id`).
+        InvalidInputError: no input (and no ``sample``), only one view given, a case without both
+            views, or two cases whose names give the same output files (:func:`safe_case_id`).
     """
     if datalist is not None:
         items = json_datalist(datalist)
         if isinstance(items, dict):
             if "test" not in items:
-                raise ValueError(f"{datalist} has no 'test' section of X-ray pairs (it has {sorted(items)}).")
+                raise InvalidInputError(f"{datalist} has no 'test' section of X-ray pairs (it has {sorted(items)}).")
             items = items["test"]
     elif folder is not None:
         items = xray_folder_datalist(folder)
+    elif frontal is not None and lateral is not None:
+        item = {"frontal": str(frontal), "lateral": str(lateral)}
+        items = [{"case": case if case is not None else _default_case(item), **item}]
     elif frontal is not None or lateral is not None:
-        item = {
-            "frontal": None if frontal is None else str(frontal),
-            "lateral": None if lateral is None else str(lateral),
-        }
+        given, missing = ("frontal", "lateral") if frontal is not None else ("lateral", "frontal")
+        raise InvalidInputError(
+            f"only the {given} X-ray was given ({frontal if frontal is not None else lateral}); give the {missing} "
+            f"one too (--{missing} FILE): a reconstruction needs both views of the same child."
+        )
+    elif sample is not None:
+        item = {view: str(sample[view]) for view in VIEW_NAMES}
         items = [{"case": case if case is not None else _default_case(item), **item}]
     else:
-        raise ValueError("give a datalist of X-ray pairs, a folder of them, or a frontal and a lateral X-ray file.")
+        raise InvalidInputError(
+            "give a frontal and a lateral X-ray file (--frontal, --lateral), a folder of pairs (--dataset_dir) "
+            "or a datalist of pairs (--input_datalist)."
+        )
     names: dict[str, Any] = {}  # output stem -> the case that takes it
     for item in items:
         case = item.get("case")
         missing = [view for view in VIEW_NAMES if not item.get(view)]
         if missing:
-            raise ValueError(f"case {case!r} has no {' and no '.join(missing)} X-ray; both views are needed.")
-        absent = [str(item[view]) for view in VIEW_NAMES if not Path(item[view]).is_file()]
-        if absent:
-            raise ValueError(f"case {case!r}: no such X-ray file {' or '.join(absent)}.")
-        if Path(item["frontal"]).resolve() == Path(item["lateral"]).resolve():
-            raise ValueError(f"case {case!r} names the same file for both views: {item['frontal']}.")
+            raise InvalidInputError(f"case {case!r} has no {' and no '.join(missing)} X-ray; both views are needed.")
         stem = safe_case_id(case)
         if stem in names:
-            raise ValueError(f"cases {names[stem]!r} and {case!r} would both be written as {stem!r}; name them apart.")
+            raise InvalidInputError(
+                f"cases {names[stem]!r} and {case!r} would both be written as {stem!r}; name them apart."
+            )
         names[stem] = case
     return items
 

@@ -13,9 +13,10 @@ case named ``<case>`` it writes, in ``output_dir``:
   surface of the predicted bone class (skipped with a warning when there is no bone);
 - ``<case>.png`` (``preview=True``): central CT slices next to the two input X-rays.
 
-A case's outputs are checked before the first is written, so a refusal to overwrite writes nothing,
-and each file is written atomically (see :mod:`custom.files`). Case names are made file-safe by
-:func:`safe_case_id`, so no name can reach outside ``output_dir``.
+A case's outputs are written together (:func:`custom.files.write_together`): into a staging folder
+inside ``output_dir``, then moved into place, so a refusal to overwrite, a failure or a kill part-way
+leaves the whole case or nothing of it (the next run finishes or removes what a killed one left).
+Case names are made file-safe by :func:`safe_case_id`, so no name can reach outside ``output_dir``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
-from custom.files import atomic_write, refuse_existing
+from custom.files import atomic_write, refuse_existing, write_together
 from custom.geometry import BiplanarGeometry
 from custom.phantom import LABELS
 from custom.physics import network_to_hu
@@ -122,27 +123,32 @@ class SaveReconstructiond(MapTransform):
         case = d[self.case_key]
         paths = self.paths(case)
         refuse_existing(paths.values(), self.overwrite)
-        write_ct_nifti(paths["nifti"], hu, self.geometry, self.overwrite)
-        surface, level = hu, self.bone_hu
-        if "labels" in paths:
-            labels = torch.as_tensor(d[self.label_key]).detach().cpu()
-            write_label_nifti(paths["labels"], labels, self.geometry, self.overwrite)
-            surface, level = (labels == LABELS["bone"]).float(), 0.5  # the bone class's boundary
-        if "structures" in paths:
-            structures = torch.as_tensor(d[self.structure_key]).detach().cpu()
-            write_label_nifti(paths["structures"], structures, self.geometry, self.overwrite)
-        if "dicom" in paths:
-            write_ct_dicom(paths["dicom"], hu, self.geometry, self.overwrite, patient_id=safe_case_id(case))
-        if "stl" in paths:
-            try:
-                write_bone_stl(paths["stl"], surface, self.geometry, level, self.overwrite)
-            except NoBoneError as error:  # a valid reconstruction without bone: say so, keep the rest
-                warnings.warn(f"{case}: no bone surface written: {error}", stacklevel=2)
-                del paths["stl"]
-        if "preview" in paths:
-            views = torch.as_tensor(d[self.image_key]).detach().cpu()
-            picture = montage(hu, views, title=f"{case}: reconstruction from the two X-rays")
-            atomic_write(paths["preview"], lambda tmp: picture.save(tmp, format="PNG"), self.overwrite)
+
+        def write_case(staging: Path) -> None:
+            here = {kind: staging / path.name for kind, path in paths.items()}
+            write_ct_nifti(here["nifti"], hu, self.geometry)
+            surface, level = hu, self.bone_hu
+            if "labels" in here:
+                labels = torch.as_tensor(d[self.label_key]).detach().cpu()
+                write_label_nifti(here["labels"], labels, self.geometry)
+                surface, level = (labels == LABELS["bone"]).float(), 0.5  # the bone class's boundary
+            if "structures" in here:
+                structures = torch.as_tensor(d[self.structure_key]).detach().cpu()
+                write_label_nifti(here["structures"], structures, self.geometry)
+            if "dicom" in here:
+                write_ct_dicom(here["dicom"], hu, self.geometry, patient_id=safe_case_id(case))
+            if "stl" in here:
+                try:
+                    write_bone_stl(here["stl"], surface, self.geometry, level)
+                except NoBoneError as error:  # a valid reconstruction without bone: say so, keep the rest
+                    warnings.warn(f"{case}: no bone surface written: {error}", stacklevel=2)
+                    del paths["stl"]
+            if "preview" in here:
+                views = torch.as_tensor(d[self.image_key]).detach().cpu()
+                picture = montage(hu, views, title=f"{case}: reconstruction from the two X-rays")
+                atomic_write(here["preview"], lambda tmp: picture.save(tmp, format="PNG"))
+
+        write_together(self.output_dir, write_case, self.overwrite)
         d[self.output_key] = [str(p) for p in paths.values()]
         return d
 

@@ -50,6 +50,12 @@ Pixel grid (``placement`` in the output meta)
     first averaged over k x k blocks, dropping fewer than k rows/columns at the bottom/right; the image
     centre is kept exact.
 
+Size
+    An image needs at least :data:`MIN_XRAY_PIXELS` rows and columns; smaller ones (icons,
+    thumbnails) are refused. One magnified by more than :data:`MAX_UPSAMPLING` output pixels per native
+    pixel has less detail than the detector: :mod:`custom.data.preflight` warns about it before
+    inference.
+
 Output meta (``MetaTensor.meta``)
     ``filename_or_obj`` (str), ``format`` ("dicom", "png", "tiff", "jpeg", "nifti"), ``native_shape``
     (rows, columns), ``placement`` ("resampled" or "fitted"), ``spacing_source`` ("ImagerPixelSpacing",
@@ -74,6 +80,7 @@ import pydicom
 import torch
 import torch.nn.functional as F
 from custom.data.dicom_compat import apply_modality_lut, apply_voi_lut
+from custom.errors import InvalidInputError, MissingInputError
 from custom.files import atomic_write, has_dicom_marker
 from custom.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.physics import normalise_radiograph
@@ -96,6 +103,8 @@ _SUFFIXES = {
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 luminance weights, as Pillow's convert("L")
 _MAX_QUANTILE_PIXELS = 2**24  # largest input torch.quantile accepts
 _NIFTI_UNITS = {"unknown": 1.0, "mm": 1.0, "meter": 1000.0, "micron": 0.001}  # to mm
+MIN_XRAY_PIXELS = 32  # rows and columns: fewer cannot show a skull's outline on any detector
+MAX_UPSAMPLING = 2.0  # output pixels per native pixel beyond which the input is reported as too coarse
 
 
 def _format_of(path: Path) -> str:
@@ -108,7 +117,9 @@ def _format_of(path: Path) -> str:
         return fmt
     if has_dicom_marker(path):  # DICOMs are often named by UID or have no extension at all
         return "dicom"
-    raise ValueError(f"{path}: unknown X-ray file type {path.suffix!r}; expected DICOM, PNG, TIFF, JPEG or NIfTI.")
+    raise InvalidInputError(
+        f"{path}: unknown X-ray file type {path.suffix!r}; expected DICOM, PNG, TIFF, JPEG or NIfTI."
+    )
 
 
 def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str]:
@@ -117,27 +128,27 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str
     try:
         ds = pydicom.dcmread(path)
     except Exception as error:
-        raise ValueError(f"{path}: cannot read as DICOM ({error}).") from error
+        raise InvalidInputError(f"{path}: cannot read as DICOM ({error}).") from error
     if "PixelData" not in ds:
-        raise ValueError(f"{path}: the DICOM file has no pixel data.")
+        raise InvalidInputError(f"{path}: the DICOM file has no pixel data.")
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
-        raise ValueError(f"{path}: a 3D/multi-frame DICOM ({frames} frames) was given as an X-ray.")
+        raise InvalidInputError(f"{path}: a 3D/multi-frame DICOM ({frames} frames) was given as an X-ray.")
     if int(ds.get("SamplesPerPixel", 1)) != 1:
-        raise ValueError(f"{path}: colour DICOM ({ds.get('PhotometricInterpretation')}) is not supported.")
+        raise InvalidInputError(f"{path}: colour DICOM ({ds.get('PhotometricInterpretation')}) is not supported.")
     try:
         pixels = ds.pixel_array
     except Exception as error:
-        raise ValueError(f"{path}: cannot decode the DICOM pixel data ({error}).") from error
+        raise InvalidInputError(f"{path}: cannot decode the DICOM pixel data ({error}).") from error
     if pixels.ndim != 2:
-        raise ValueError(f"{path}: a 3D/multi-frame DICOM (shape {pixels.shape}) was given as an X-ray.")
+        raise InvalidInputError(f"{path}: a 3D/multi-frame DICOM (shape {pixels.shape}) was given as an X-ray.")
     # 2. Modality LUT, then VOI LUT or window, then MONOCHROME1 inversion (DICOM's display pipeline)
     try:
         image = apply_modality_lut(pixels, ds)
         if "VOILUTSequence" in ds or "WindowCenter" in ds:
             image = apply_voi_lut(image, ds)
     except Exception as error:
-        raise ValueError(f"{path}: invalid DICOM LUT or window ({error}).") from error
+        raise InvalidInputError(f"{path}: invalid DICOM LUT or window ({error}).") from error
     image = np.asarray(image, dtype=np.float64)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         image = -image  # MONOCHROME1 shows low values white; the display mapping is shift-invariant
@@ -149,7 +160,7 @@ def _read_dicom(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str
             except (TypeError, ValueError):
                 spacing = ()
             if len(spacing) != 2 or not all(_positive(s) for s in spacing):
-                raise ValueError(f"{path}: invalid {tag} {ds[tag].value!r}; expected two positive mm values.")
+                raise InvalidInputError(f"{path}: invalid {tag} {ds[tag].value!r}; expected two positive mm values.")
             return image, (spacing[0], spacing[1]), tag
     return image, None, "none"
 
@@ -170,9 +181,9 @@ def _read_pillow(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, st
             else:  # RGB, RGBA, palette, CMYK, YCbCr, ...: luminance, alpha ignored
                 pixels = np.asarray(image.convert("RGB"), dtype=np.float64) @ np.asarray(_LUMA)
     except Exception as error:
-        raise ValueError(f"{path}: cannot read as an image ({error}).") from error
+        raise InvalidInputError(f"{path}: cannot read as an image ({error}).") from error
     if frames > 1:
-        raise ValueError(f"{path}: a 3D/multi-page image ({frames} frames) was given as an X-ray.")
+        raise InvalidInputError(f"{path}: a 3D/multi-page image ({frames} frames) was given as an X-ray.")
     return pixels, None, "none"
 
 
@@ -183,15 +194,15 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str
         nifti = nib.load(path)
         data = np.asarray(nifti.dataobj, dtype=np.float64)
     except Exception as error:
-        raise ValueError(f"{path}: cannot read as NIfTI ({error}).") from error
+        raise InvalidInputError(f"{path}: cannot read as NIfTI ({error}).") from error
     # 2. a 2D image: trailing singleton axes dropped
     shape = data.shape
     while len(shape) > 2 and shape[-1] == 1:
         shape = shape[:-1]
     if len(shape) > 2:
-        raise ValueError(f"{path}: a 3D volume was given as an X-ray (shape {data.shape}).")
+        raise InvalidInputError(f"{path}: a 3D volume was given as an X-ray (shape {data.shape}).")
     if len(shape) < 2:
-        raise ValueError(f"{path}: expected a 2D image (A, B), got shape {data.shape}.")
+        raise InvalidInputError(f"{path}: expected a 2D image (A, B), got shape {data.shape}.")
     image = data.reshape(shape).T  # axis 0 = columns, axis 1 = rows
     # 3. spacing from the zooms, only when the header has a spatial transform
     header = nifti.header
@@ -200,7 +211,7 @@ def _read_nifti(path: Path) -> tuple[np.ndarray, tuple[float, float] | None, str
     unit = _NIFTI_UNITS.get(header.get_xyzt_units()[0], 1.0)
     zooms = [float(z) * unit for z in header.get_zooms()[:2]]
     if len(zooms) != 2 or not all(_positive(z) for z in zooms):
-        raise ValueError(f"{path}: invalid NIfTI pixel spacing {zooms}; expected two positive values.")
+        raise InvalidInputError(f"{path}: invalid NIfTI pixel spacing {zooms}; expected two positive values.")
     return image, (zooms[1], zooms[0]), "NIfTI zooms"
 
 
@@ -231,7 +242,9 @@ def _as_spacing(spacing: float | Sequence[float] | None) -> tuple[float, float] 
         return None
     values = tuple(spacing) if isinstance(spacing, (list, tuple)) else (spacing, spacing)
     if len(values) != 2 or not all(_positive(v) for v in values):
-        raise ValueError(f"spacing must be a positive number of mm per pixel or a (row, column) pair, got {spacing!r}.")
+        raise InvalidInputError(
+            f"spacing must be a positive number of mm per pixel or a (row, column) pair, got {spacing!r}."
+        )
     return tuple(float(v) for v in values)
 
 
@@ -262,7 +275,8 @@ class LoadXRay(Transform):
     Raises:
         FileNotFoundError: the path does not exist.
         ValueError: unknown file type, unreadable or corrupt file, a 3D/multi-frame image, an empty,
-            constant or non-finite image, or invalid spacing; the message names the file.
+            constant or non-finite image, one under :data:`MIN_XRAY_PIXELS` on a side, or invalid
+            spacing; the message names the file (an :class:`~custom.errors.InvalidInputError`).
     """
 
     def __init__(
@@ -278,22 +292,29 @@ class LoadXRay(Transform):
     def __call__(self, path: str | os.PathLike) -> MetaTensor:
         # 1. read: the displayed image (h, w), attenuation bright, and its spacing if known
         if path is None:
-            raise ValueError("no X-ray file given (None).")
+            raise InvalidInputError("no X-ray file given (None).")
         path = Path(path)
         if not path.exists():
-            raise FileNotFoundError(f"{path}: no such X-ray file.")
+            raise MissingInputError(f"{path}: no such X-ray file.")
         if path.is_dir():
-            raise ValueError(f"{path}: is a folder; expected one X-ray file.")
+            raise InvalidInputError(
+                f"{path} is a folder, not an X-ray file (a folder of X-ray pairs goes to --dataset_dir)."
+            )
         fmt = _format_of(path)
         pixels, spacing, source = _READERS[fmt](path)
         # 2. validity: non-empty, finite, not constant
         if pixels.size == 0:
-            raise ValueError(f"{path}: the image is empty (shape {pixels.shape}).")
+            raise InvalidInputError(f"{path}: the image is empty (shape {pixels.shape}).")
         if not np.isfinite(pixels).all():
-            raise ValueError(f"{path}: the image contains NaN or infinite values.")
+            raise InvalidInputError(f"{path}: the image contains NaN or infinite values.")
         low, high = float(pixels.min()), float(pixels.max())
         if high <= low:
-            raise ValueError(f"{path}: the image is constant ({low:g}); there is nothing to show.")
+            raise InvalidInputError(f"{path}: the image is constant ({low:g}); there is nothing to show.")
+        if min(pixels.shape) < MIN_XRAY_PIXELS:
+            raise InvalidInputError(
+                f"{path}: the image is {pixels.shape[0]} x {pixels.shape[1]} pixels; an X-ray needs at least "
+                f"{MIN_XRAY_PIXELS} on each side (a thumbnail or an icon was given?)."
+            )
         # 3. normalise on the native grid (rescaled to [0, 1] first, an affine map the display mapping
         #    ignores, so float32 keeps the precision of any bit depth or offset)
         image = torch.from_numpy((pixels - low) / (high - low)).float()  # (h, w)
@@ -306,7 +327,7 @@ class LoadXRay(Transform):
         try:
             image = normalise_radiograph(image)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from error
+            raise InvalidInputError(f"{path}: {error}") from error
         # 4. placement: output pixels per native pixel along rows and columns
         det_h, det_w = self.geometry.det_shape  # pixels
         det_spacing = self.geometry.det_spacing  # mm / pixel
@@ -319,7 +340,7 @@ class LoadXRay(Transform):
             placement = "fitted"
             fit = min(det_h / h, det_w / w)
             zoom = (fit, fit)
-            spacing = (det_spacing / fit, det_spacing / fit)
+            spacing = (det_spacing * fit, det_spacing * fit)  # a native pixel spans `fit` output pixels
         # 5. resample about the centre, pad with 0, crop: (H, h) @ (h, w) @ (w, W), h and w after any blocks
         rows = _axis_weights(image.shape[0], det_h, zoom[0] * block, centre[0]).float()
         cols = _axis_weights(image.shape[1], det_w, zoom[1] * block, centre[1]).float()
@@ -358,7 +379,8 @@ class LoadXRayd(MapTransform):
         output_key: where the stacked image goes. Defaults to ``"image"``.
 
     Raises:
-        ValueError: a view's key is missing or None (the message names the view), or as :class:`LoadXRay`.
+        InvalidInputError: a view's key is missing or None (the message names the view), two views name
+            the same file, or as :class:`LoadXRay`.
     """
 
     def __init__(
@@ -379,7 +401,10 @@ class LoadXRayd(MapTransform):
         d = dict(data)
         missing = [key for key in self.keys if d.get(key) is None]
         if missing:
-            raise ValueError(f"missing X-ray view(s) {missing}; expected a file for each of {list(self.keys)}.")
+            raise InvalidInputError(f"missing X-ray view(s) {missing}; expected a file for each of {list(self.keys)}.")
+        resolved = [Path(d[key]).resolve() for key in self.keys]
+        if len(set(resolved)) < len(resolved):
+            raise InvalidInputError(f"the same file is given for more than one view: {[str(d[k]) for k in self.keys]}.")
         # 2. load each view, stack in key order, keep each view's meta under its key
         images = [loader(d[key]) for key, loader in zip(self.keys, self.loaders)]
         meta = {
@@ -458,4 +483,4 @@ def write_xray(
     return atomic_write(path, write, overwrite)
 
 
-__all__ = ["LoadXRay", "LoadXRayd", "write_xray"]
+__all__ = ["MAX_UPSAMPLING", "MIN_XRAY_PIXELS", "LoadXRay", "LoadXRayd", "write_xray"]

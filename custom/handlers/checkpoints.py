@@ -9,13 +9,15 @@
 - :class:`BestModelSaver`: the generator's ``state_dict`` as ``model.pt`` whenever validation reaches
   a new best key metric.
 
-Files are complete or absent (:func:`custom.files.atomic_write`), so a crash during a save leaves the
-previous checkpoint usable; the format is the one MONAI's ``CheckpointLoader`` reads
-(``{name: state_dict}``), loadable with ``torch.load(weights_only=True)``.
+Files are complete or absent (:func:`custom.files.atomic_write`), so a crash or kill during a save
+leaves the previous checkpoint usable, and the next run removes the killed save's temporary. The format
+is the one MONAI's ``CheckpointLoader`` reads (``{name: state_dict}``), loadable with
+``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
@@ -23,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from custom.errors import ExistingOutputError, MissingInputError
 from custom.files import atomic_write
 from ignite.engine import Engine, Events
 
+logger = logging.getLogger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint_epoch=(\d+)\.pt$")
 
 
@@ -33,6 +37,15 @@ def epoch_checkpoints(folder: str | os.PathLike) -> list[Path]:
     """The full checkpoints in ``folder``, oldest epoch first."""
     found = [(CHECKPOINT_PATTERN.match(p.name), p) for p in Path(folder).glob("checkpoint_epoch=*.pt")]
     return [path for _, path in sorted((int(match.group(1)), path) for match, path in found if match)]
+
+
+def stale_temporaries(checkpoint_dir: str | os.PathLike, model_path: str | os.PathLike) -> list[Path]:
+    """The unfinished files of killed saves: :func:`~custom.files.atomic_write`'s hidden temporaries
+    (``.checkpoint_epoch=N.pt.<random>.pt``, ``.model.pt.<random>.pt``) beside the checkpoints and the model."""
+    model_path = Path(model_path)
+    found = Path(checkpoint_dir).glob(".checkpoint_epoch=*.pt.*") if Path(checkpoint_dir).is_dir() else []
+    beside_model = model_path.parent.glob(f".{model_path.name}.*") if model_path.parent.is_dir() else []
+    return sorted({p for p in [*found, *beside_model] if p.is_file()})
 
 
 def prepare_training_run(
@@ -47,19 +60,25 @@ def prepare_training_run(
         overwrite: start afresh even though an earlier run's files are there: its checkpoints are
             removed now, its ``model.pt`` is replaced at the first validation. Defaults to False.
 
+    Temporaries that a save killed part-way left behind (:func:`stale_temporaries`) are removed first:
+    they are never taken for checkpoints.
+
     Raises:
-        FileNotFoundError: ``resume`` without a checkpoint to resume.
-        FileExistsError: a fresh run (neither ``resume`` nor ``overwrite``) where checkpoints or a
-            ``model.pt`` already exist; the message says how to proceed.
+        MissingInputError: ``resume`` without a checkpoint to resume (a FileNotFoundError).
+        ExistingOutputError: a fresh run (neither ``resume`` nor ``overwrite``) where checkpoints or a
+            ``model.pt`` already exist; the message says how to proceed (a FileExistsError).
     """
+    for temporary in stale_temporaries(checkpoint_dir, model_path):
+        logger.warning(f"removing {temporary}, left by a save that was killed part-way.")
+        temporary.unlink(missing_ok=True)
     checkpoints = epoch_checkpoints(checkpoint_dir)
     if resume:
         if not checkpoints:
-            raise FileNotFoundError(f"nothing to resume: {checkpoint_dir} holds no checkpoint_epoch=N.pt.")
+            raise MissingInputError(f"nothing to resume: {checkpoint_dir} holds no checkpoint_epoch=N.pt.")
         return str(checkpoints[-1])
     existing = [*map(str, checkpoints), *([str(model_path)] if Path(model_path).exists() else [])]
     if existing and not overwrite:
-        raise FileExistsError(
+        raise ExistingOutputError(
             f"an earlier run's files are in the way: {existing}. Continue that run with --resume true, "
             "replace them with --overwrite true, or start elsewhere with --output_dir and --ckpt_dir."
         )
@@ -120,4 +139,11 @@ class BestModelSaver:
             _save(self.path, self.network.state_dict())
 
 
-__all__ = ["CHECKPOINT_PATTERN", "BestModelSaver", "EpochCheckpointSaver", "epoch_checkpoints", "prepare_training_run"]
+__all__ = [
+    "CHECKPOINT_PATTERN",
+    "BestModelSaver",
+    "EpochCheckpointSaver",
+    "epoch_checkpoints",
+    "prepare_training_run",
+    "stale_temporaries",
+]

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from custom.data.datasets import xray_datalist, xray_pair
-from custom.data.outputs import SaveReconstructiond
 from custom.geometry import VIEW_NAMES
 from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
@@ -110,9 +109,7 @@ class ReconstructCT(InferTask):
             parser = self.parser(**outputs, **case, **{v: str(item[v]) for v in VIEW_NAMES})
             parser["network_def"] = self.network(parser)  # each request reloads only the weights into it
             parser.get_parsed_content("evaluator").run()
-            transforms = parser.get_parsed_content("postprocessing").transforms
-            (writer,) = [t for t in transforms if isinstance(t, SaveReconstructiond)]
-            produced = writer.paths(item["case"])[RESULTS[self.result]]
+            produced = parser.get_parsed_content("save_reconstruction").paths(item["case"])[RESULTS[self.result]]
             handle, result = tempfile.mkstemp(prefix="psct-", suffix=".nii.gz")
             os.close(handle)
             shutil.move(produced, result)
