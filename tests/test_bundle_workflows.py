@@ -108,7 +108,7 @@ def test_evaluation_writes_per_case_metrics_and_a_summary(tmp_path):
     summary = json.loads((report / "summary.json").read_text())
     assert summary["cases"] == 1 and 0 < summary["track_b"]["mae_hu"]["mean"] < 3072
     again = bundle("run", "evaluate", "--config_file", configs, *folders, *TINY_TRAINING, check=False)
-    assert again.returncode != 0 and "results of an earlier run are in the way" in again.stderr
+    assert again.returncode != 0 and "refusing to overwrite" in again.stderr
 
 
 def test_two_process_gloo_training_checkpoints_on_rank_zero(tmp_path):
