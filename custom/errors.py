@@ -6,7 +6,7 @@ weights. Each subclass is also the built-in exception it refines (``InvalidInput
 ``ValueError``, ``MissingInputError`` a ``FileNotFoundError``, ...), so callers that catch the
 built-ins keep working.
 
-:func:`report_user_errors` (the first step of every workflow's ``initialize``) makes a
+:func:`report_user_errors` (an early step of every workflow's ``initialize``) makes a
 ``python -m monai.bundle run ...`` process that ends in a user error print one line on stderr,
 ``error: <message>``, and exit with status 1, instead of MONAI's 250-line chain that ends in "Failed to
 evaluate ConfigExpression". ``--debug true`` keeps the full traceback. Any other exception (a

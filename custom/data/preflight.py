@@ -1,12 +1,13 @@
 """What inference checks before it computes anything: the weights, every case's X-rays, the output folder.
 
-The bundle's inference (``configs/inference.json``) calls these in its ``initialize``, before the
-network's weights are loaded or any case is reconstructed, so that a bad input costs seconds, not the
-reconstructions that came before it:
+The bundle's inference (``configs/inference.json``) runs these as the first steps of ``inference``,
+before the network's weights are loaded or any case is reconstructed, so that a bad input costs
+seconds, not the reconstructions that came before it (``initialize`` stays free of them, so
+``monai.bundle.load`` neither reads X-rays nor creates folders). The dataset reads its cases from
+:func:`inference_cases` too, so any other way of running the pipeline (the MONAI Label app) checks
+them as well:
 
-1. :func:`check_weights`: the weights file exists, is a checkpoint, and fits the network built from
-   the config's geometry and network settings (same tensor names and shapes).
-2. :func:`inference_cases`:
+1. :func:`inference_cases`:
 
    - every case's two X-rays are loaded exactly as the network will see them (readable, 2D, finite,
      not constant, at least :data:`~custom.data.xray.MIN_XRAY_PIXELS` on a side); a view magnified
@@ -17,6 +18,8 @@ reconstructions that came before it:
    - the output folder must be creatable and writable; what a killed run left there is finished or
      removed (:func:`custom.files.recover_staged`);
    - no case may replace an earlier result unless ``overwrite``.
+2. :func:`check_weights`: the weights file exists, is a checkpoint, and fits the network built
+   from the config's geometry and network settings (same tensor names and shapes).
 
 Every refusal is a :class:`~custom.errors.UserError`, which ``python -m monai.bundle run`` reports in one
 line (:func:`custom.errors.report_user_errors`).
