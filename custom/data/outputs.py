@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 from custom.data.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
-from custom.files import atomic_write, refuse_existing, write_together
+from custom.files import refuse_existing, write_together
 from custom.geometry import BiplanarGeometry
 from custom.phantom import LABELS
 from custom.physics import network_to_hu
@@ -146,7 +146,7 @@ class SaveReconstructiond(MapTransform):
             if "preview" in here:
                 views = torch.as_tensor(d[self.image_key]).detach().cpu()
                 picture = montage(hu, views, title=f"{case}: reconstruction from the two X-rays")
-                atomic_write(here["preview"], lambda tmp: picture.save(tmp, format="PNG"))
+                picture.save(here["preview"], format="PNG")  # the staging folder is the temporary
 
         write_together(self.output_dir, write_case, self.overwrite)
         d[self.output_key] = [str(p) for p in paths.values()]

@@ -91,7 +91,8 @@ def check_weights(path: str | os.PathLike, network: torch.nn.Module) -> Path:
 
 def _upsampling_warnings(item: Mapping[str, Any], loaded: Mapping[str, Any], views: Iterable[str]) -> list[str]:
     """A sentence for each view magnified more than :data:`MAX_UPSAMPLING` output pixels per native pixel."""
-    meta = getattr(loaded.get("image"), "meta", {})
+    metas = (getattr(value, "meta", None) for value in loaded.values())  # the stacked views, whatever their key
+    meta = next((m for m in metas if isinstance(m, Mapping) and any(f"{v}_zoom" in m for v in views)), {})
     found = []
     for view in views:
         zoom = max(meta.get(f"{view}_zoom", (1.0,)))
