@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 from custom.networks.agp import AttentionGuidedProjection, geometric_attention_prior, sinusoidal_encoding
 from custom.networks.fully_connected import FullyConnectedLink
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 
 GEOMETRY = BiplanarGeometry().resampled((16, 16, 16), (16, 16))
 

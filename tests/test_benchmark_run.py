@@ -4,9 +4,9 @@ import json
 
 import pytest
 from custom.benchmark import run as benchmark
+from custom.benchmark.methods import VARIANTS, Variant
 from custom.benchmark.profiles import PROFILES, Profile
-from custom.benchmark.variants import VARIANTS, Variant
-from custom.evaluation import TRACK_A, TRACK_B
+from custom.metrics.protocol import TRACK_A, TRACK_B
 
 TINY = Profile(
     "tiny",

@@ -99,7 +99,7 @@ def test_the_debug_flag_keeps_the_traceback(tmp_path, weights):
 
 KILLED_IN_THE_DICOM_SERIES = """
 import os, runpy, signal, sys
-import custom.data.writers as writers
+import custom.outputs.writers as writers
 
 real_save, slices = writers.save_dicom, []
 def save_then_die(dataset, path):  # the process is killed while writing the fifth slice

@@ -13,8 +13,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from custom.evaluation import TRACK_A, TRACK_B
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.metrics.protocol import TRACK_A, TRACK_B
 from custom.networks.psctnet import psctnet
 from custom.phantom import STRUCTURES
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from custom.handlers.checkpoints import BestModelSaver, EpochCheckpointSaver, epoch_checkpoints, prepare_training_run
+from custom.training.checkpoints import BestModelSaver, EpochCheckpointSaver, epoch_checkpoints, prepare_training_run
 
 
 def _engine(epoch: int, best_metric_epoch: int = -1) -> SimpleNamespace:
@@ -85,7 +85,7 @@ def test_the_best_model_is_saved_only_at_a_new_best(tmp_path):
 KILLED_DURING_SAVE = """
 import os, signal, sys, types
 import torch
-import custom.handlers.checkpoints as checkpoints
+import custom.training.checkpoints as checkpoints
 
 folder = sys.argv[1]
 network = torch.nn.Linear(3, 2)

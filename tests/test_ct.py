@@ -13,7 +13,7 @@ import torch
 from custom.data.ct import CanonicaliseCT, CanonicaliseCTd, LoadCT, LoadCTd, connected_components
 from custom.data.dicom_compat import save_dicom
 from custom.data.simulate import SimulateBiplanarXRay
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 from monai.data import MetaTensor
 from monai.transforms import Compose, ScaleIntensityRange
 from pydicom.dataset import FileDataset, FileMetaDataset

@@ -22,7 +22,7 @@ from custom.data.datasets import (
 )
 from custom.data.pose import RandHeadPosed
 from custom.data.simulate import SimulateBiplanarXRayd, XRayAugmentation
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 from custom.phantom import make_phantom
 from monai.data import CacheDataset, DataLoader
 from monai.transforms import Compose

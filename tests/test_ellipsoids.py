@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-from custom.ellipsoids import Ellipsoid, analytic_head, rasterise
-from custom.geometry import BiplanarGeometry
+from custom.imaging.ellipsoids import Ellipsoid, analytic_head, rasterise
+from custom.imaging.geometry import BiplanarGeometry
 
 
 def test_chord_lengths_of_a_sphere():

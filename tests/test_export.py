@@ -12,8 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from custom.export import MAX_FILE_MB, export
-from custom.geometry import BiplanarGeometry
+from custom.cli.export import MAX_FILE_MB, export
+from custom.imaging.geometry import BiplanarGeometry
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "data" / "meta_schema_20240725.json"

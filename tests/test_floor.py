@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 from custom.networks.floor import VoxelwiseLinearFloor, fit_floor
 from custom.networks.folding import depth_to_space, space_to_depth
 from custom.networks.psctnet import psctnet

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 

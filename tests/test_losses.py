@@ -2,9 +2,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from custom.geometry import BiplanarGeometry
-from custom.losses import GeneratorLoss, ProjectionConsistencyLoss, lsgan_discriminator_loss, lsgan_generator_loss
-from custom.projector import Projector
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.projector import Projector
+from custom.training.losses import (
+    GeneratorLoss,
+    ProjectionConsistencyLoss,
+    lsgan_discriminator_loss,
+    lsgan_generator_loss,
+)
 
 PARALLEL = BiplanarGeometry(vol_shape=(16,) * 3, vol_spacing=4.0, det_shape=(16, 16), beam="parallel")
 CONE = BiplanarGeometry(vol_shape=(16,) * 3, vol_spacing=4.0, det_shape=(16, 16))

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
-from custom.physics import NETWORK_HU_RANGE
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.physics import NETWORK_HU_RANGE
 from monai.bundle import verify_metadata
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,14 +1,14 @@
 from __future__ import annotations
 
-import custom.data.outputs as outputs
+import custom.outputs.reconstruction as outputs
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from custom.data.outputs import SaveReconstructiond, safe_case_id
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import hu_to_network
+from custom.outputs.reconstruction import SaveReconstructiond, safe_case_id
 from custom.phantom import LABELS
-from custom.physics import hu_to_network
 
 GEOMETRY = BiplanarGeometry(vol_shape=(16, 20, 24), vol_spacing=8.0, det_shape=(16, 16), det_spacing=10.0)
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from custom.paper_metrics import X2CT_PEAK, bone_only, bone_psnr_3d, paper_metrics, slice_psnr, slice_ssim
+from custom.metrics.paper import X2CT_PEAK, bone_only, bone_psnr_3d, paper_metrics, slice_psnr, slice_ssim
 
 
 def test_bone_only_keeps_bone_on_the_0_to_2500_scale_and_makes_the_rest_air():

@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.cli.phantoms import generate, validate
+from custom.imaging.geometry import BiplanarGeometry
 from custom.phantom import BONE_LABELS, LABELS, OPENINGS, SUTURES, VARIANTS, make_phantom, sample_parameters
 from custom.phantom.atlas import (
     FLOOR_SCALE,
@@ -22,7 +23,6 @@ from custom.phantom.atlas import (
     unit_vectors,
 )
 from custom.phantom.calvarium import convex_perimeter
-from custom.phantom.cli import generate, validate
 from custom.phantom.norms import anterior_closure_age, anterior_fontanelle_area, head_circumference
 from custom.phantom.realism import cephalic_index, head_circumference_cm, measure
 from PIL import Image
@@ -242,7 +242,7 @@ def test_cli_writes_volumes_label_maps_parameters_and_montage(tmp_path):
 
 
 def test_cli_leaves_nothing_behind_when_interrupted(tmp_path, monkeypatch):
-    import custom.phantom.cli as module
+    import custom.cli.phantoms as module
 
     calls = []
 

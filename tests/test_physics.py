@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from custom.physics import (
+from custom.imaging.physics import (
     MU_WATER,
     detector_blur,
     hu_to_mu,

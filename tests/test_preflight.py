@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from custom.data.datasets import xray_datalist
-from custom.data.outputs import SaveReconstructiond
 from custom.data.preflight import check_weights, inference_cases
 from custom.data.xray import LoadXRayd
 from custom.errors import (
@@ -26,7 +25,8 @@ from custom.errors import (
     user_error_in,
 )
 from custom.files import STAGING_PREFIX
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.outputs.reconstruction import SaveReconstructiond
 from PIL import Image
 
 SAMPLES = Path(__file__).resolve().parents[1] / "bundle" / "docs" / "samples"

@@ -2,13 +2,13 @@ from __future__ import annotations
 
 import math
 
-import custom.projector as projector_module
+import custom.imaging.projector as projector_module
 import pytest
 import torch
 import torch.nn.functional as F
-from custom.ellipsoids import Ellipsoid, rasterise
-from custom.geometry import BiplanarGeometry, View
-from custom.projector import Projector
+from custom.imaging.ellipsoids import Ellipsoid, rasterise
+from custom.imaging.geometry import BiplanarGeometry, View
+from custom.imaging.projector import Projector
 
 BEAMS = ["cone", "parallel"]
 MU = 0.02  # 1/mm, about soft tissue

@@ -5,12 +5,12 @@ import io
 import pytest
 import torch
 from custom.data.simulate import SimulateBiplanarXRay
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import hu_to_network
 from custom.networks.encoder import Encoder
 from custom.networks.fully_connected import FullyConnectedLink
 from custom.networks.psctnet import ABLATIONS, PRESETS, PSCTNet, parameter_counts, psctnet
 from custom.phantom import make_phantom
-from custom.physics import hu_to_network
 
 
 def _geometry(size: int) -> BiplanarGeometry:

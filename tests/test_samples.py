@@ -4,8 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from custom.cli.samples import sample_paths, write_sample_pair
 from custom.data.xray import LoadXRay
-from custom.samples import sample_paths, write_sample_pair
 from PIL import Image
 
 SHIPPED = Path(__file__).resolve().parents[1] / "bundle" / "docs" / "samples"

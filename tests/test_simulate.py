@@ -7,10 +7,10 @@ import pytest
 import torch
 from custom.data.pose import RandHeadPosed, rigid_motion
 from custom.data.simulate import DetectorModel, SimulateBiplanarXRay, SimulateBiplanarXRayd, XRayAugmentation
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import MU_WATER, detector_blur, hu_to_mu, normalise_radiograph
+from custom.imaging.projector import Projector
 from custom.phantom import make_phantom
-from custom.physics import MU_WATER, detector_blur, hu_to_mu, normalise_radiograph
-from custom.projector import Projector
 from monai.data import MetaTensor
 from monai.transforms import Compose
 

@@ -4,13 +4,13 @@ import pytest
 import torch
 from custom.data.points import sample_voxels
 from custom.data.simulate import SimulateBiplanarXRay
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import hu_to_network
+from custom.imaging.projector import Projector
 from custom.networks.floor import fit_floor
 from custom.networks.spider import DECODERS, SPIDER
 from custom.phantom import LABELS, make_phantom
-from custom.physics import hu_to_network
-from custom.projector import Projector
-from custom.spider_loss import SpiderLoss
+from custom.training.spider_loss import SpiderLoss
 
 GEOMETRY = BiplanarGeometry().resampled((16, 16, 16), (32, 32))  # BasicUNet halves the views 4 times
 ONE_TO_ONE = BiplanarGeometry().resampled((16, 16, 16), (16, 16))  # one pixel spans one voxel

@@ -7,10 +7,10 @@ import pytest
 import torch
 from custom.data.datasets import MakePhantomd
 from custom.data.labels import SplitStructuredPredictiond
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.metrics.structures import structure_metrics, suture_patency
 from custom.phantom import LABELS, STRUCTURES, SUTURES, make_phantom
 from custom.phantom.labels import BONE_STRUCTURES, structure_map, tissues_from_structures
-from custom.structure_metrics import structure_metrics, suture_patency
 
 CONFIGS = Path(__file__).resolve().parents[1] / "bundle" / "configs"
 

@@ -7,8 +7,8 @@ import pydicom
 import pytest
 import torch
 from custom.data.ct import LoadCT
-from custom.data.writers import write_bone_stl, write_ct_dicom, write_ct_nifti
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.outputs.writers import write_bone_stl, write_ct_dicom, write_ct_nifti
 
 GEOMETRY = BiplanarGeometry(vol_shape=(12, 10, 8), vol_spacing=2.5)
 

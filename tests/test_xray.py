@@ -7,8 +7,8 @@ import torch
 from custom.data.dicom_compat import save_dicom
 from custom.data.xray import LoadXRay, LoadXRayd, write_xray
 from custom.errors import InvalidInputError
-from custom.geometry import BiplanarGeometry
-from custom.physics import normalise_radiograph
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import normalise_radiograph
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

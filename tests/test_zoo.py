@@ -22,8 +22,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from custom.export import WEIGHTS, export
-from custom.geometry import BiplanarGeometry
+from custom.cli.export import WEIGHTS, export
+from custom.imaging.geometry import BiplanarGeometry
 from custom.phantom import make_phantom
 from monai.bundle import ConfigParser, ConfigWorkflow
 

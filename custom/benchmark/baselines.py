@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.projector import Projector
 from custom.networks.backprojection import BackProjectionPrior
 from custom.networks.floor import VoxelwiseLinearFloor
-from custom.projector import Projector
 from torch import nn
 
 

@@ -1,6 +1,6 @@
 """Learning curves: train methods for the same wall-clock budget and log validation quality against seconds.
 
-``python -m custom.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --every 300 --out DIR``
+``python -m custom.cli.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --every 300 --out DIR``
 
 For each variant, built exactly as the side-by-side benchmark builds it (:mod:`custom.benchmark.run`:
 the bundle's ``train.json`` with the profile's and the variant's overrides, the same seed, the same
@@ -8,11 +8,11 @@ cached training cases), the floor is fitted on the unaugmented training cases (w
 one) and the bundle's trainer runs
 until ``seconds`` of training have passed. Every ``every`` seconds of training, and once before the
 first update, the model is measured on the validation split: PSNR3D (dB over the fixed 2500 HU
-window), MAE (HU) and bone Dice (300 HU), the Track B metrics of :mod:`custom.metrics`. Validation
+window), MAE (HU) and bone Dice (300 HU), the Track B metrics of :mod:`custom.metrics.physical`. Validation
 time is not counted as training time. The learning rate stays constant (a decay needs a known length;
 the shipped recipe's is in ``train.json``); the adversarial warm-up is the config's.
 
-``python -m custom.benchmark training_curve --log_dir eval --out DIR`` reads the same points from a
+``python -m custom.cli.benchmark training_curve --log_dir eval --out DIR`` reads the same points from a
 bundle training run instead (its TensorBoard events: the validation metrics after each epoch, against
 the wall-clock seconds since the first update, validation included) and writes the same two files.
 
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from custom.bench import device_name
+from custom.benchmark.methods import VARIANTS, Variant
 from custom.benchmark.profiles import PROFILES
-from custom.benchmark.report import strict_json
+from custom.benchmark.results import strict_json
 from custom.benchmark.run import (
     build_model,
     default_bundle_root,
@@ -40,11 +40,11 @@ from custom.benchmark.run import (
     split_cases,
     variant_config,
 )
-from custom.benchmark.variants import VARIANTS, Variant
+from custom.cli.speed import device_name
 from custom.files import atomic_write, refuse_existing
-from custom.metrics import bone_dice, mae_hu, psnr_3d
+from custom.imaging.physics import network_to_hu
+from custom.metrics.physical import bone_dice, mae_hu, psnr_3d
 from custom.networks.floor import fit_floor
-from custom.physics import network_to_hu
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.utils import set_determinism
@@ -151,7 +151,7 @@ def curves(
 
     Args:
         out: the results folder. Defaults to ``curves``.
-        variants: names from :data:`~custom.benchmark.variants.VARIANTS` (trained ones). Defaults to
+        variants: names from :data:`~custom.benchmark.methods.VARIANTS` (trained ones). Defaults to
             PSCT-Net, the X2CT-GAN-style baseline and SPIDER.
         seconds: training seconds per variant. Defaults to 3600.
         every: training seconds between validation points. Defaults to 300.

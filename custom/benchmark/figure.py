@@ -1,16 +1,16 @@
 """The benchmark's comparison figure: one test case as each method reconstructs it, under the reference.
 
 One row per method, the reference CT first: the central axial, coronal and sagittal slices (windowed
-as :mod:`custom.preview` windows them) and the bone surface seen from the front and from the left
-(:func:`custom.render.bone_surface`), so blur, missing bone and shape errors compare at a glance.
+as :mod:`custom.outputs.montage` windows them) and the bone surface seen from the front and from the left
+(:func:`custom.outputs.bone_render.bone_surface`), so blur, missing bone and shape errors compare at a glance.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from custom.preview import WINDOW_HU, ct_slices
-from custom.render import RENDER_VIEWS, bone_surface
+from custom.outputs.bone_render import RENDER_VIEWS, bone_surface
+from custom.outputs.montage import WINDOW_HU, ct_slices
 from PIL import Image, ImageDraw
 
 LABEL_WIDTH = 96  # pixels for the method's name left of its row

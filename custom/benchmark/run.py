@@ -1,6 +1,6 @@
 """The side-by-side benchmark: train every method on the same data and budget, measure it the same way.
 
-For each selected :data:`~custom.benchmark.variants.VARIANTS` entry:
+For each selected :data:`~custom.benchmark.methods.VARIANTS` entry:
 
 1. build the bundle's training config (``train.json`` + the profile's and the variant's overrides) and
    seed everything with the same seed, so every method sees the same cases in the same order with
@@ -12,11 +12,11 @@ For each selected :data:`~custom.benchmark.variants.VARIANTS` entry:
    same training cases (unaugmented, as the floors are fitted); no validation,
    no model selection: the final weights are measured;
 3. evaluate it on the held-out test cases (and, when given, an out-of-distribution folder, reported
-   apart) with the evaluation protocol (:class:`custom.evaluation.CaseEvaluator`);
+   apart) with the evaluation protocol (:class:`custom.metrics.protocol.CaseEvaluator`);
 4. measure its efficiency in a fresh process (:func:`measure_inference`): inference ms at batch 1
    and that process's peak memory; parameters, weight file size and training seconds per iteration.
 
-Results go to ``out/``: see :mod:`custom.benchmark.report` and :mod:`custom.benchmark.figure`.
+Results go to ``out/``: see :mod:`custom.benchmark.results` and :mod:`custom.benchmark.figure`.
 """
 
 from __future__ import annotations
@@ -33,19 +33,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from custom.bench import device_name, median_ms, memory_baseline, peak_memory_mb
 from custom.benchmark.figure import comparison_figure
+from custom.benchmark.methods import VARIANTS, Variant
 from custom.benchmark.profiles import PROFILES, Profile
-from custom.benchmark.report import OUTPUTS, write_results
-from custom.benchmark.variants import VARIANTS, Variant
-from custom.evaluation import TRACKS, CaseEvaluator, summarise
+from custom.benchmark.results import OUTPUTS, write_results
+from custom.cli.speed import device_name, median_ms, memory_baseline, peak_memory_mb
 from custom.files import atomic_write, refuse_existing
-from custom.metrics import BONE_HU, mask_dice
+from custom.imaging.physics import network_to_hu
+from custom.metrics.physical import BONE_HU, mask_dice
+from custom.metrics.protocol import TRACKS, CaseEvaluator, summarise
+from custom.metrics.structures import structure_metrics
 from custom.networks.floor import fit_floor
 from custom.phantom import LABELS, STRUCTURES
 from custom.phantom.labels import tissues_from_structures
-from custom.physics import network_to_hu
-from custom.structure_metrics import structure_metrics
 from ignite.engine import Events
 from monai.bundle import ConfigParser
 from monai.data import CacheDataset

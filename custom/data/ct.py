@@ -24,7 +24,7 @@ Reading (:class:`LoadCT`, :class:`LoadCTd`)
       one position, are always refused.
 
 Canonicalisation (:class:`CanonicaliseCT`, :class:`CanonicaliseCTd`)
-    Any loaded CT becomes the canonical volume of a :class:`~custom.geometry.BiplanarGeometry`:
+    Any loaded CT becomes the canonical volume of a :class:`~custom.imaging.geometry.BiplanarGeometry`:
     (1, X, Y, Z) = ``geometry.vol_shape`` float32 HU in RAS order at ``geometry.vol_spacing`` with
     ``affine == geometry.affine``, the head centre at the isocentre (the world origin). See the class
     docstring for how the head is found and how intensities that are not HU are treated.
@@ -48,8 +48,8 @@ import torch.nn.functional as F
 from custom.data.dicom_compat import apply_modality_lut
 from custom.errors import InvalidInputError, MissingInputError
 from custom.files import has_dicom_marker
-from custom.geometry import BiplanarGeometry
-from custom.physics import AIR_HU, gaussian_blur
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import AIR_HU, gaussian_blur
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform

@@ -33,10 +33,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
-from custom.data.outputs import safe_case_id
 from custom.errors import InvalidInputError
 from custom.files import has_dicom_marker, visible_files
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.outputs.reconstruction import safe_case_id
 from custom.phantom import case_seed, make_phantom
 from custom.phantom.labels import structure_map
 from monai.data import MetaTensor

@@ -16,7 +16,7 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from custom.metrics import BONE_HU
+from custom.metrics.physical import BONE_HU
 from custom.phantom.labels import LABELS, OTHER_BONE, STRUCTURES, tissues_from_structures
 from monai.transforms import MapTransform
 

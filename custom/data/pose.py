@@ -12,8 +12,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 import torch
 from custom.data.ct import sample_voxels
-from custom.geometry import rotation_matrix
-from custom.physics import AIR_HU
+from custom.imaging.geometry import rotation_matrix
+from custom.imaging.physics import AIR_HU
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, RandomizableTransform

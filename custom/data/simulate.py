@@ -2,11 +2,11 @@
 
 One code path makes the training pairs, the evaluation inputs and the bundle's sample X-rays:
 
-1. attenuation: HU -> linear attenuation at one effective energy (:func:`custom.physics.hu_to_mu`);
-2. line integrals through the geometry's :class:`~custom.projector.Projector` (both views);
+1. attenuation: HU -> linear attenuation at one effective energy (:func:`custom.imaging.physics.hu_to_mu`);
+2. line integrals through the geometry's :class:`~custom.imaging.projector.Projector` (both views);
 3. detector (:class:`DetectorModel`): Beer-Lambert intensities, Poisson quantum noise at a dose
    level, Gaussian unsharpness, gain and offset, then the log image;
-4. display: :func:`custom.physics.normalise_radiograph`, the mapping real X-rays get too, and an
+4. display: :func:`custom.imaging.physics.normalise_radiograph`, the mapping real X-rays get too, and an
    optional gamma (contrast) change.
 
 Training augmentation (:class:`XRayAugmentation`) draws the dose, blur, gain, offset and gamma per
@@ -21,8 +21,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
-from custom.geometry import BiplanarGeometry
-from custom.physics import (
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import (
     MU_WATER,
     detector_blur,
     hu_to_mu,
@@ -31,7 +31,7 @@ from custom.physics import (
     quantum_counts,
     transmission,
 )
-from custom.projector import Projector
+from custom.imaging.projector import Projector
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable, Transform
 

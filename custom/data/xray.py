@@ -8,7 +8,7 @@ an image that :class:`LoadXRay` reads back unchanged (the bundle's sample X-rays
 
 Orientation
     Files are taken as they are displayed: row 0 at the top of the displayed image, column 0 at its
-    left. That is the layout :mod:`custom.geometry` documents for both views (frontal PA: patient's
+    left. That is the layout :mod:`custom.imaging.geometry` documents for both views (frontal PA: patient's
     left on the image's right; left lateral: the face to the image's left), so a file displayed the
     usual way needs nothing. A site whose images are mirrored relative to that (e.g. right laterals,
     face to the right) passes ``mirror=True`` for that view; the columns are then flipped after loading.
@@ -26,7 +26,7 @@ Intensities
     (RescaleSlope / RescaleIntercept or a Modality LUT Sequence), then its VOI LUT or window, then
     inverts MONOCHROME1 (Presentation LUT Shape is not applied again: in DX objects INVERSE only restates
     MONOCHROME1). Colour images become luminance (ITU-R BT.601 weights, alpha ignored). The native
-    image is then mapped to [0, 1] by :func:`custom.physics.normalise_radiograph`, the display mapping
+    image is then mapped to [0, 1] by :func:`custom.imaging.physics.normalise_radiograph`, the display mapping
     the X-ray simulator uses, before any resampling. Raw "FOR PROCESSING" DICOMs that store intensity
     rather than a displayable image are taken at their word (their photometric interpretation).
 
@@ -82,8 +82,8 @@ import torch.nn.functional as F
 from custom.data.dicom_compat import apply_modality_lut, apply_voi_lut
 from custom.errors import InvalidInputError, MissingInputError
 from custom.files import atomic_write, has_dicom_marker
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
-from custom.physics import normalise_radiograph
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.physics import normalise_radiograph
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple_rep

@@ -6,7 +6,7 @@ radiograph of a case (a datastore image id, or an absolute path) or a folder hol
 (:func:`custom.data.datasets.xray_pair`); ``params`` may name ``frontal`` and ``lateral`` files
 instead. The task builds a :class:`monai.bundle.ConfigParser` from the bundle's own inference
 configs, points it at the case and at a temporary output folder, runs the bundle's evaluator (its
-X-ray loading, network and :class:`~custom.data.outputs.SaveReconstructiond`) and hands MONAI Label
+X-ray loading, network and :class:`~custom.outputs.reconstruction.SaveReconstructiond`) and hands MONAI Label
 a temporary copy of one output, which MONAI Label deletes once sent. A network is built on the
 first request that needs it and shared by the tasks using the same configs, weights and device;
 requests run one at a time (the pipeline uses every core). MONAI Label's batch inference is not
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from custom.data.datasets import xray_datalist, xray_pair
-from custom.geometry import VIEW_NAMES
+from custom.imaging.geometry import VIEW_NAMES
 from monai.bundle import ConfigParser
 from monailabel.interfaces.tasks.infer_v2 import InferTask, InferType
 

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
 from torch import nn
 
 PRIORS = ("none", "bias", "mask")

@@ -1,14 +1,14 @@
 """BP-I and BP-C of PSCT-Net (arXiv 2606.19867): geometric lifting of 2D views and features into the CT grid.
 
-Both go through the geometry's :class:`~custom.projector.Projector`, so the network lifts exactly as
+Both go through the geometry's :class:`~custom.imaging.projector.Projector`, so the network lifts exactly as
 the X-rays were taken (cone beam, magnification, orientation); nothing is learned in the lifting.
 """
 
 from __future__ import annotations
 
 import torch
+from custom.imaging.projector import Projector
 from custom.networks.blocks import conv
-from custom.projector import Projector
 from torch import nn
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-from custom.geometry import VIEW_NAMES
+from custom.imaging.geometry import VIEW_NAMES
 from custom.networks.blocks import DownStage, conv
 from torch import nn
 

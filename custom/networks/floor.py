@@ -28,9 +28,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.projector import Projector
 from custom.networks.backprojection import BackProjectionPrior
-from custom.projector import Projector
 from torch import nn
 
 FLOORS = ("voxelwise", "atlas")

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
-from custom.geometry import VIEW_NAMES
+from custom.imaging.geometry import VIEW_NAMES
 from torch import nn
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from custom.geometry import VIEW_NAMES
+from custom.imaging.geometry import VIEW_NAMES
 from custom.networks.blocks import UpStage
 from torch import nn
 

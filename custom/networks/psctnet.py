@@ -22,7 +22,7 @@ and ``L = len(channels) - 1`` levels:
    Outside training the CT is clipped to [0, 1].
    ``residual=False`` (the ``paper`` preset): a 1x1x1 convolution and a sigmoid, from mid-grey, as
    PSCT-Net. Either way the CT is on the networks' scale, [0, 1] for
-   ``custom.physics.NETWORK_HU_RANGE`` (-1024 to 2048 HU).
+   ``custom.imaging.physics.NETWORK_HU_RANGE`` (-1024 to 2048 HU).
 
 Every module is a constructor switch, so the paper's ablations and the X2CT-GAN-style baseline
 (everything off except MV3D-C, fully connected link) are this class with flags. Per-view decoder
@@ -37,7 +37,8 @@ from functools import partial
 from typing import Any
 
 import torch
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.projector import Projector
 from custom.networks.agp import AttentionGuidedProjection
 from custom.networks.backprojection import BackProjectionConditioning
 from custom.networks.bimamba import BiMamba3d
@@ -49,7 +50,6 @@ from custom.networks.folding import space_to_depth
 from custom.networks.fully_connected import FullyConnectedLink
 from custom.networks.multiview import MultiViewFusion
 from custom.networks.refine import GuidedRefinement
-from custom.projector import Projector
 from torch import nn
 
 

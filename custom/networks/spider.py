@@ -6,7 +6,7 @@ Yu et al., "Structure-Preferential Implicit Deep Network for Biplanar X-ray Reco
 1. one 2D UNet (MONAI ``BasicUNet``), shared by both views, maps each X-ray to a feature map:
    (B, 2, H, W) -> (B, 2, F, H, W), one feature space for both views;
 2. a query point x (world mm, the canonical CT frame) is projected onto both detectors with the
-   acquisition geometry (the same :class:`~custom.geometry.BiplanarGeometry` the projector uses; cone
+   acquisition geometry (the same :class:`~custom.imaging.geometry.BiplanarGeometry` the projector uses; cone
    or parallel) and each view's feature map is sampled there (bilinear; zero off the detector);
 3. x, scaled to the unit cube of the CT grid's field of view, gets a multiresolution hash code
    (:class:`~custom.networks.hash_encoding.HashEncoding`);
@@ -14,7 +14,7 @@ Yu et al., "Structure-Preferential Implicit Deep Network for Biplanar X-ray Reco
    (SPIDER), or the paper's ablations: two branches from the same input, or two stages (structure
    first, its probabilities then feeding the intensity).
 
-Outputs per point: the intensity on the networks' [0, 1] scale (:mod:`custom.physics`) and ``C``
+Outputs per point: the intensity on the networks' [0, 1] scale (:mod:`custom.imaging.physics`) and ``C``
 structure logits (phantom labels: background, soft tissue, brain, bone). :meth:`SPIDER.forward`
 queries every voxel centre of the configured grid in chunks, so the bundle treats SPIDER like any
 network; :meth:`SPIDER.volume` queries any other grid over the same field of view.
@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from custom.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.networks.floor import VoxelwiseLinearFloor
 from custom.networks.hash_encoding import HashEncoding
 from monai.networks.nets import BasicUNet

@@ -5,7 +5,7 @@ concept: :mod:`~custom.phantom.atlas` (the measured calvaria and adult skull bas
 (published growth figures and stated assumptions), :mod:`~.parameters` (one case drawn from a seed),
 :mod:`~.calvarium`, :mod:`~.base_face` and :mod:`~.soft_tissue` (the anatomy), :mod:`~.labels` (label
 vocabularies), :mod:`~.render` (composition), :mod:`~.realism` (the report against the normative
-tables) and :mod:`~.cli` (``python -m custom.phantom generate|validate|fit``).
+tables) and :mod:`~.cli` (``python -m custom.cli.phantoms generate|validate|fit``).
 """
 
 from custom.phantom.labels import BONE_LABELS, BONES, LABELS, OPENINGS, STRUCTURES, SUTURES

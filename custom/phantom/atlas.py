@@ -25,7 +25,7 @@ Two ways to get them:
 
 - :func:`load_atlas` with no folder reads ``anatomy.npz`` beside this module: direction maps of 64 x 128
   radii and 128 x 256 bones, the skull at 2 mm, and the normative tables at the atlas ages. The project
-  derived that file with ``python -m custom.phantom fit --anatomy_dir ../shared/data/anatomy`` and it is
+  derived that file with ``python -m custom.cli.phantoms fit --anatomy_dir ../shared/data/anatomy`` and it is
   all a fresh clone needs;
 - :func:`load_atlas` with ``anatomy_dir`` (the folder layout of the source repositories, see the model
   card) builds the maps at 256 x 512 from the 500 x 500 bone map and reads the skull at its own 0.9 mm.
@@ -430,7 +430,7 @@ def load_atlas(anatomy_dir: str | None = None) -> Atlas:
     """The atlas from ``anatomy_dir`` at full resolution, or the committed compact one if None (cached)."""
     if anatomy_dir is None:
         if not PACKAGED.is_file():
-            raise FileNotFoundError(f"{PACKAGED} is missing; rebuild it with python -m custom.phantom fit.")
+            raise FileNotFoundError(f"{PACKAGED} is missing; rebuild it with python -m custom.cli.phantoms fit.")
         return _read_packaged(PACKAGED)
     return build_atlas(anatomy_dir, full=True)
 

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import AIR_HU
 from custom.phantom.labels import BONE_LABELS, LABELS, OTHER_BONE
-from custom.physics import AIR_HU
 
 
 class Canvas:

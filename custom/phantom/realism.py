@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from custom.geometry import BiplanarGeometry
+from custom.imaging.geometry import BiplanarGeometry
 from custom.phantom import norms
 from custom.phantom.atlas import Atlas
 from custom.phantom.calvarium import convex_perimeter

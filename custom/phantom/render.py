@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from custom.geometry import BiplanarGeometry, rotation_matrix
+from custom.imaging.geometry import BiplanarGeometry, rotation_matrix
 from custom.phantom import norms
 from custom.phantom.atlas import Atlas, load_atlas
 from custom.phantom.base_face import SkullMapping, face_layout, paint_face
