@@ -8,22 +8,47 @@
   writes) finishes a committed one and removes an uncommitted one, so a folder of results only ever
   shows whole cases.
 - :func:`check_output_folder` finds an output folder that cannot be created or written before any work.
+- :func:`safe_case_id` turns a case name into a file name that stays inside its output folder.
 - :func:`visible_files` walks a folder tree as the datalist builders need: hidden entries skipped,
   symbolic links to folders followed, each real folder visited once (no link loop can trap it).
+- :func:`write_json` and :func:`write_csv` write records as every result file of the package is
+  written: strict JSON (indented by 4; non-finite floats as the strings ``"inf"``, ``"-inf"``,
+  ``"nan"``, so any JSON reader takes it) and CSV (a header, ``\n`` line ends, blank cells where a row
+  has no value or None), atomically and never silently replacing a file.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from custom.errors import ExistingOutputError, OutputFolderError
 
+MAX_CASE_ID_LENGTH = 120  # characters of a case id in file names
 STAGING_PREFIX = ".staging."  # write_together's staging folders: .staging.<pid>.<random>
 JOURNAL = ".committed"  # in a staging folder: the entries to move into place, one name per line
+
+
+def safe_case_id(case: Any) -> str:
+    """A file-name-safe case id: letters, digits, ``.``, ``_`` and ``-`` kept, anything else as ``_``.
+
+    Path separators and ``..`` cannot survive, and leading or trailing ``.``, ``_`` and ``-`` are
+    dropped, so ``output_dir / case`` stays inside ``output_dir`` and is not hidden or taken for an
+    option. Raises ValueError for a name with no usable character.
+    """
+    text = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", str(case))).strip("._-")[:MAX_CASE_ID_LENGTH]
+    if not text:
+        raise ValueError(f"case id {case!r} has no character usable in a file name.")
+    return text
 
 
 def refuse_existing(paths: Iterable[str | os.PathLike], overwrite: bool = False) -> None:
@@ -236,16 +261,94 @@ def visible_files(root: str | os.PathLike) -> Iterator[tuple[Path, list[str]]]:
         yield Path(folder), sorted(f for f in files if not f.startswith("."))
 
 
+def _json_values(value: Any) -> Any:
+    """``value`` ready for strict JSON: non-finite floats as the strings ``"inf"``, ``"-inf"``, ``"nan"``.
+
+    Dicts, lists and tuples are converted recursively (tuples become lists, as JSON writes them).
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _json_values(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_values(item) for item in value]
+    return value
+
+
+def json_text(data: Any) -> str:
+    """``data`` as the text :func:`write_json` writes: strict JSON, indented by 4, with a final newline.
+
+    Raises:
+        TypeError: ``data`` holds a value JSON has no form for.
+    """
+    return json.dumps(_json_values(data), indent=4, allow_nan=False) + "\n"
+
+
+def write_json(path: str | os.PathLike, data: Any, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` as strict JSON (:func:`json_text`), atomically.
+
+    Raises:
+        ExistingOutputError: ``path`` exists and ``overwrite`` is False.
+        TypeError: ``data`` holds a value JSON has no form for (nothing is written).
+    """
+    text = json_text(data)  # before the file is created: a value JSON cannot hold writes nothing
+    return atomic_write(path, lambda temporary: temporary.write_text(text), overwrite)
+
+
+def csv_text(rows: Iterable[dict[str, Any]], columns: Sequence[str] | None = None) -> str:
+    """``rows`` as the text :func:`write_csv` writes: a header line, then one line per row.
+
+    A cell is ``str(value)`` (non-finite floats ``inf``, ``-inf``, ``nan``), blank where the row has no
+    such key or its value is None; lines end in ``\n``.
+
+    Args:
+        rows: one dict per row.
+        columns: the columns in order. Defaults to every row's keys in first-seen order.
+
+    Raises:
+        ValueError: a row has a key that ``columns`` does not name.
+    """
+    rows = list(rows)
+    columns = list(dict.fromkeys(key for row in rows for key in row)) if columns is None else list(columns)
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return table.getvalue()
+
+
+def write_csv(
+    path: str | os.PathLike,
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``rows`` to ``path`` as CSV (:func:`csv_text`), atomically.
+
+    Raises:
+        ExistingOutputError: ``path`` exists and ``overwrite`` is False.
+        ValueError: a row has a key that ``columns`` does not name (nothing is written).
+    """
+    text = csv_text(rows, columns)
+    return atomic_write(path, lambda temporary: temporary.write_text(text), overwrite)
+
+
 __all__ = [
     "JOURNAL",
+    "MAX_CASE_ID_LENGTH",
     "STAGING_PREFIX",
     "atomic_folder",
     "atomic_write",
     "check_output_folder",
+    "csv_text",
     "has_dicom_marker",
+    "json_text",
     "normal_mode",
     "recover_staged",
     "refuse_existing",
+    "safe_case_id",
     "visible_files",
+    "write_csv",
+    "write_json",
     "write_together",
 ]

@@ -10,6 +10,8 @@ from custom.benchmark.profiles import PROFILES
 from PIL import Image
 from test_benchmark_run import TINY as RUN_TINY
 
+pytestmark = pytest.mark.slow  # trains for the learning curves
+
 TINY = replace(  # the side-by-side benchmark's tiny profile with a validation split to measure on
     RUN_TINY, name="tiny_curves", overrides={**RUN_TINY.overrides, "split_fractions": [0.5, 0.25, 0.25]}
 )
@@ -18,9 +20,9 @@ TINY = replace(  # the side-by-side benchmark's tiny profile with a validation s
 def test_a_curve_runs_on_training_time_and_starts_from_the_untrained_model(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(PROFILES, TINY.name, TINY)
-        record = curves(out=str(tmp_path), variants="psctnet", seconds=3.0, every=1.0, profile=TINY.name, device="cpu")
+        record = curves(out=str(tmp_path), methods="psctnet", seconds=3.0, every=1.0, profile=TINY.name, device="cpu")
         with pytest.raises(FileExistsError):
-            curves(out=str(tmp_path), variants="psctnet", seconds=1.0, profile=TINY.name)
+            curves(out=str(tmp_path), methods="psctnet", seconds=1.0, profile=TINY.name)
     points = record["curves"]["psctnet"]
     assert points[0]["seconds"] == 0 and points[0]["iteration"] == 0
     assert points[-1]["seconds"] >= 3.0 and len(points) >= 2  # the last point ends the budget
@@ -30,10 +32,10 @@ def test_a_curve_runs_on_training_time_and_starts_from_the_untrained_model(tmp_p
     assert Image.open(tmp_path / "curves.png").size[0] > 0
 
 
-def test_fitted_variants_unknown_profiles_and_bad_times_are_refused(tmp_path):
-    for arguments in (dict(variants="mean_atlas"), dict(profile="huge"), dict(seconds=0)):
+def test_fitted_methods_unknown_profiles_and_bad_times_are_refused(tmp_path):
+    for arguments in (dict(methods="mean_atlas"), dict(profile="huge"), dict(seconds=0)):
         with pytest.raises(ValueError):
-            curves(out=str(tmp_path), **{"variants": "psctnet", **arguments})
+            curves(out=str(tmp_path), **{"methods": "psctnet", **arguments})
 
 
 def test_a_training_runs_curve_is_read_from_its_events(tmp_path):

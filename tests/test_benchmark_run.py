@@ -4,9 +4,12 @@ import json
 
 import pytest
 from custom.benchmark import run as benchmark
-from custom.benchmark.methods import VARIANTS, Variant
+from custom.benchmark.methods import METHODS, Method
 from custom.benchmark.profiles import PROFILES, Profile
 from custom.metrics.protocol import TRACK_A, TRACK_B
+from monai.bundle import ConfigParser
+
+pytestmark = pytest.mark.slow  # runs the side-by-side benchmark
 
 TINY = Profile(
     "tiny",
@@ -43,14 +46,14 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("benchmark")
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(PROFILES, "tiny", TINY)
-        patch.setitem(VARIANTS, "x2ct_twin", Variant("x2ct_twin", "the same as x2ct", VARIANTS["x2ct"].overrides))
+        patch.setitem(METHODS, "x2ct_twin", Method("x2ct_twin", "the same as x2ct", METHODS["x2ct"].overrides))
         records = benchmark.run(
-            out=str(out), profile="tiny", variants=["mean_atlas", "x2ct", "x2ct_twin", "spider"], device="cpu"
+            out=str(out), profile="tiny", methods=["mean_atlas", "x2ct", "x2ct_twin", "spider"], device="cpu"
         )
     return out, records
 
 
-def test_every_result_file_is_written_with_one_record_per_variant(results):
+def test_every_result_file_is_written_with_one_record_per_method(results):
     out, records = results
     for name in ("results.json", "results.csv", "cases.csv", "results.md", "comparison.png"):
         assert (out / name).stat().st_size > 0, name
@@ -68,7 +71,7 @@ def test_every_result_file_is_written_with_one_record_per_variant(results):
     assert "bone_dice_labels" in (out / "cases.csv").read_text().splitlines()[0]
 
 
-def test_variants_see_the_same_data_and_seed_whatever_ran_before(results):
+def test_methods_see_the_same_data_and_seed_whatever_ran_before(results):
     _, records = results
     x2ct, twin = records[1], records[2]
     assert twin["track_b"] == pytest.approx(x2ct["track_b"], rel=1e-5) and twin["params"] == x2ct["params"]
@@ -84,12 +87,12 @@ def test_given_weights_are_measured_as_they_are_on_the_same_or_a_larger_test_spl
         same = benchmark.run(  # and the same weights again under a label of their own
             out=str(tmp_path / "same"),
             profile="tiny",
-            variants=["x2ct", "x2ct@again"],
+            methods=["x2ct", "x2ct@again"],
             weights={**given, "x2ct@again": given["x2ct"]},
             device="cpu",
         )
         larger = benchmark.run(
-            out=str(tmp_path / "larger"), profile="tiny", variants=["x2ct"], weights=given, test_phantoms=16
+            out=str(tmp_path / "larger"), profile="tiny", methods=["x2ct"], weights=given, test_phantoms=16
         )
     assert same[0]["iterations"] is None and same[0]["track_b"] == pytest.approx(records[1]["track_b"], rel=1e-5)
     assert same[1]["variant"] == "x2ct@again" and same[1]["track_b"] == pytest.approx(same[0]["track_b"], rel=1e-6)
@@ -100,13 +103,29 @@ def test_given_weights_are_measured_as_they_are_on_the_same_or_a_larger_test_spl
 def test_existing_results_are_refused_before_any_work(results):
     out, _ = results
     with pytest.raises(FileExistsError, match="results.json"):
-        benchmark.run(out=str(out), profile="quick", variants=["mean_atlas"])
+        benchmark.run(out=str(out), profile="quick", methods=["mean_atlas"])
 
 
-def test_unknown_variants_and_profiles_are_refused(tmp_path):
+def test_unknown_methods_and_profiles_are_refused(tmp_path):
     with pytest.raises(ValueError, match="nerf"):
-        benchmark.run(out=str(tmp_path), variants=["nerf"])
+        benchmark.run(out=str(tmp_path), methods=["nerf"])
     with pytest.raises(ValueError, match="nerf@v1"):
-        benchmark.run(out=str(tmp_path), variants=["psctnet@v1"], weights={"nerf@v1": "x.pt"})
+        benchmark.run(out=str(tmp_path), methods=["psctnet@v1"], weights={"nerf@v1": "x.pt"})
     with pytest.raises(ValueError, match="profile"):
         benchmark.run(out=str(tmp_path), profile="huge")
+
+
+@pytest.mark.parametrize("name", [name for name, method in METHODS.items() if method.fitted is None])
+def test_a_trained_methods_handlers_are_the_bundles_schedules_without_validation(name):
+    """The benchmark replaces ``train#handlers`` by config id: the trainer's schedules only, no writers."""
+    method, root = METHODS[name], benchmark.default_bundle_root()
+    bundle = ConfigParser()
+    bundle.read_config([str(root / "configs" / "train.json"), *(str(root / f) for f in method.config_files)])
+    assert bundle["train#handlers"] == "$@train#lr_handlers + [@train#validation_handler]"
+    parser = benchmark.method_config(root, method, {})
+    assert parser["train#handlers"] == "@train#lr_handlers"
+    assert parser["train#lr_handlers"] == bundle["train#lr_handlers"]
+    assert {h["_target_"] for h in parser["train#lr_handlers"]} == {"LrScheduleHandler"}
+    assert parser["train#writers"] == []
+    # the trainer's handlers are those two lists, so replacing them replaces every handler it attaches
+    assert parser["train#trainer#train_handlers"] == "$@train#handlers + @train#writers"

@@ -18,6 +18,8 @@ from custom.metrics.protocol import TRACK_A, TRACK_B
 from custom.networks.psctnet import psctnet
 from custom.phantom import STRUCTURES
 
+pytestmark = pytest.mark.slow  # runs the bundle workflows
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "bundle" / "configs"
 TINY_GEOMETRY = BiplanarGeometry(vol_shape=(32,) * 3, vol_spacing=6.0, det_shape=(32, 32), det_spacing=7.2)

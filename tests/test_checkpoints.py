@@ -104,6 +104,7 @@ saver(types.SimpleNamespace(state=types.SimpleNamespace(epoch=2)))
 """
 
 
+@pytest.mark.slow
 def test_a_kill_during_a_save_keeps_the_last_checkpoint_and_the_next_run_resumes_from_it(tmp_path):
     root = Path(__file__).resolve().parents[1]
     environment = {**os.environ, "PYTHONPATH": str(root)}

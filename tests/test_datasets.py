@@ -7,7 +7,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from custom.data.ct import CanonicaliseCTd, LoadCTd
+from custom.data.canonicalise import CanonicaliseCTd
+from custom.data.ct_files import LoadCTd
 from custom.data.datasets import (
     SPLITS,
     MakePhantomd,

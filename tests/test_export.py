@@ -15,6 +15,8 @@ import pytest
 from custom.cli.export import MAX_FILE_MB, export
 from custom.imaging.geometry import BiplanarGeometry
 
+pytestmark = pytest.mark.slow  # builds, unzips and runs the zoo package in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "tests" / "data" / "meta_schema_20240725.json"
 METADATA = json.loads((ROOT / "bundle" / "configs" / "metadata.json").read_text())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 import subprocess
@@ -7,15 +9,19 @@ import sys
 from pathlib import Path
 
 import pytest
-from custom.errors import OutputFolderError
+from custom.errors import ExistingOutputError, OutputFolderError
 from custom.files import (
     JOURNAL,
     STAGING_PREFIX,
     atomic_write,
     check_output_folder,
+    csv_text,
     recover_staged,
     refuse_existing,
+    safe_case_id,
     visible_files,
+    write_csv,
+    write_json,
     write_together,
 )
 
@@ -136,3 +142,60 @@ def test_visible_files_follows_folder_links_once_and_skips_hidden_entries(tmp_pa
     (tmp_path / "b").symlink_to(tmp_path / "a", target_is_directory=True)  # a second way in
     visited = [(str(folder.relative_to(tmp_path)), files) for folder, files in visible_files(tmp_path)]
     assert visited == [(".", []), ("a", ["x.png"])]
+
+
+def test_write_json_writes_non_finite_numbers_as_strings_and_strict_json(tmp_path):
+    data = {"psnr": math.inf, "low": -math.inf, "std": math.nan, "nested": [{"x": (1.5, math.inf)}], "none": None}
+    path = write_json(tmp_path / "sub" / "summary.json", data)
+    text = path.read_text()
+    assert text.endswith("}\n") and text.startswith('{\n    "psnr": "inf",')
+    expected = {"psnr": "inf", "low": "-inf", "std": "nan", "nested": [{"x": [1.5, "inf"]}], "none": None}
+    assert json.loads(text) == expected and "Infinity" not in text and "NaN" not in text
+    json.loads(text, parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+
+
+def test_write_json_and_write_csv_refuse_to_overwrite_unless_asked(tmp_path):
+    for write, data in ((write_json, {"a": 1}), (write_csv, [{"a": 1}])):
+        path = tmp_path / f"out.{write.__name__}"
+        path.write_text("earlier")
+        with pytest.raises(ExistingOutputError, match="refusing to overwrite"):
+            write(path, data)
+        assert path.read_text() == "earlier"
+        write(path, data, overwrite=True)
+        assert path.read_text() != "earlier"
+
+
+def test_write_json_writes_nothing_for_a_value_json_cannot_hold(tmp_path):
+    with pytest.raises(TypeError):
+        write_json(tmp_path / "out.json", {"a": object()})
+    assert not list(tmp_path.iterdir())
+
+
+def test_write_csv_cells_blank_for_missing_and_none_and_non_finite_as_words(tmp_path):
+    rows = [{"case": "a", "psnr": math.inf, "dice": 0.5}, {"case": "b", "dice": None, "hd95": math.nan}]
+    path = write_csv(tmp_path / "cases.csv", rows)  # columns in first-seen order
+    assert path.read_text() == "case,psnr,dice,hd95\na,inf,0.5,\nb,,,nan\n"
+    assert csv_text(rows, ["case", "dice", "psnr", "hd95"]) == "case,dice,psnr,hd95\na,0.5,inf,\nb,,,nan\n"
+    assert csv_text([], ["case"]) == "case\n"
+    with pytest.raises(ValueError):
+        write_csv(tmp_path / "narrow.csv", rows, ["case"])  # a row's key that no column names
+    assert not (tmp_path / "narrow.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("../../etc/passwd", "etc_passwd"),
+        ("a\\b:c", "a_b_c"),
+        (".hidden", "hidden"),
+        ("-rf", "rf"),
+        ("p-1.2_x", "p-1.2_x"),
+    ],
+)
+def test_case_ids_cannot_leave_the_output_folder(case, expected):
+    assert safe_case_id(case) == expected
+
+
+def test_a_case_id_without_usable_characters_is_refused():
+    with pytest.raises(ValueError, match="no character usable"):
+        safe_case_id("../..")

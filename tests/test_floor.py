@@ -54,6 +54,7 @@ def test_ill_arg_floor():
         VoxelwiseLinearFloor(GEOMETRY).fit([])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("variant", "kind"), [("psctnet", "voxelwise"), ("x2ct", "atlas")])
 @pytest.mark.parametrize("decode_factor", [1, 2])
 def test_an_untrained_generator_reproduces_its_fitted_floor_exactly(variant, kind, decode_factor):

@@ -10,8 +10,9 @@ from custom.imaging.physics import hu_to_network
 from custom.networks.discriminator import MultiScalePatchDiscriminator3d
 from custom.networks.floor import fit_floor
 from custom.networks.psctnet import psctnet
-from custom.training.gan_trainer import PairedGanTrainer, RandomState, linear_decay_schedule
+from custom.training.gan_trainer import PairedGanTrainer
 from custom.training.losses import GeneratorLoss
+from custom.training.random_state import RandomState
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.handlers import CheckpointLoader, CheckpointSaver
@@ -61,6 +62,7 @@ def _run(epochs: int, checkpoint_dir=None, resume_from=None, workers: int = 0) -
         g_optimizer,
         d_optimizer,
         loss,
+        condition=generator.projector.backproject,  # the BP-I prior, as the bundle's configs
         adversarial_start=4,  # the warm-up ends in the second epoch, after the interruption
         train_handlers=handlers,
     )
@@ -70,6 +72,7 @@ def _run(epochs: int, checkpoint_dir=None, resume_from=None, workers: int = 0) -
     return {**generator.state_dict(), **{f"d.{k}": v for k, v in discriminator.state_dict().items()}}, trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 2])
 def test_resumed_training_equals_uninterrupted_training(tmp_path, workers):
     uninterrupted, _ = _run(epochs=2, workers=workers)
@@ -85,9 +88,10 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, workers):
 
 
 def _sgd_trainer(generator, discriminator, batch: dict, epochs: int, **options) -> PairedGanTrainer:
-    """A trainer over one batch per epoch, SGD at 0.1 for both networks."""
+    """A trainer over one batch per epoch, SGD at 0.1 for both networks, the BP-I prior as the condition."""
     optimizers = [torch.optim.SGD(m.parameters(), lr=0.1) for m in (generator, discriminator)]
     loss = GeneratorLoss(generator.projector)
+    options = {"condition": generator.projector.backproject, **options}
     return PairedGanTrainer("cpu", epochs, [batch], generator, discriminator, *optimizers, loss, **options)
 
 
@@ -127,23 +131,24 @@ def test_the_adversarial_term_switches_on_after_the_configured_warm_up():
     assert d3 > 0 and adv3 > 0 and not torch.equal(w3, initial)  # iteration 3: the first adversarial one
     assert d4 > 0 and adv4 > 0
     with pytest.raises(ValueError):
-        PairedGanTrainer("cpu", 1, [], generator, discriminator, None, None, None, adversarial_start=-1)
+        _sgd_trainer(generator, discriminator, batch, epochs=1, adversarial_start=-1)
 
 
-def test_linear_decay_schedule():
-    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    schedule = linear_decay_schedule(optimizer, constant_epochs=2, decay_epochs=3)
-    rates = []
-    for _ in range(6):
-        rates.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        schedule.step()
-    assert rates == pytest.approx([1.0, 1.0, 0.75, 0.5, 0.25, 0.0])
-    with pytest.raises(ValueError):
-        linear_decay_schedule(optimizer, -1, 3)
+def test_a_conditioned_discriminator_sees_the_condition_of_the_views():
+    generator = psctnet("tiny", GEOMETRY)
+    discriminator = MultiScalePatchDiscriminator3d(channels=2, num_layers=1, num_scales=1, conditioned=True)
+    seen = []
 
+    def condition(views: torch.Tensor) -> torch.Tensor:
+        seen.append(views)
+        return generator.projector.backproject(views)
 
-def test_random_state_refuses_a_checkpoint_of_other_transforms():
-    saved = RandomState(Compose([RandHeadPosed(keys="ct")])).state_dict()
-    with pytest.raises(ValueError, match="transforms changed"):
-        RandomState(Compose([])).load_state_dict(saved)
+    batch = {"image": torch.rand(1, 2, 16, 16), "target": torch.rand(1, 1, 16, 16, 16)}
+    trainer = _sgd_trainer(generator, discriminator, batch, epochs=1, condition=condition)
+    trainer.run()
+    assert len(seen) == 1 and torch.equal(seen[0], batch["image"]) and trainer.state.output["d_loss"] > 0
+    with pytest.raises(ValueError, match="conditioned discriminator needs a condition"):
+        _sgd_trainer(generator, discriminator, batch, epochs=1, condition=None)
+    unconditioned = MultiScalePatchDiscriminator3d(channels=2, conditioned=False)
+    with pytest.raises(ValueError, match="conditioned=False"):
+        _sgd_trainer(generator, unconditioned, batch, epochs=1, condition=condition)

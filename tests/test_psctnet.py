@@ -7,6 +7,7 @@ import torch
 from custom.data.simulate import SimulateBiplanarXRay
 from custom.imaging.geometry import BiplanarGeometry
 from custom.imaging.physics import hu_to_network
+from custom.imaging.projector import Projector
 from custom.networks.encoder import Encoder
 from custom.networks.fully_connected import FullyConnectedLink
 from custom.networks.psctnet import ABLATIONS, PRESETS, PSCTNet, parameter_counts, psctnet
@@ -27,6 +28,7 @@ def _move_head(model: PSCTNet) -> PSCTNet:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [16, 32, 48])
 @pytest.mark.parametrize("variant", sorted(ABLATIONS))
 def test_tiny_generator_maps_two_views_to_the_ct_grid(size, variant):
@@ -44,18 +46,21 @@ def test_default_preset_fits_the_model_zoo_and_paper_preset_is_larger():
     assert default.bimamba is not None and default.link.grid_shape == (8, 8, 8)  # 512 bottleneck tokens
 
 
+@pytest.mark.slow
 def test_paper_preset_runs_at_64():
     model = psctnet("paper", _geometry(64)).eval()  # five levels: a 2^3 bottleneck
     with torch.no_grad():
         assert model(torch.rand(1, 2, 64, 64)).shape == (1, 1, 64, 64, 64)
 
 
+@pytest.mark.slow
 def test_default_preset_runs_at_128():
     model = psctnet("default").eval()
     with torch.no_grad():
         assert model(torch.rand(1, 2, 128, 128)).shape == (1, 1, 128, 128, 128)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "switch, module",
     [
@@ -74,6 +79,7 @@ def test_each_module_switches_off_alone(switch, module):
         assert reduced_model(torch.rand(1, 2, 32, 32)).shape == (1, 1, 32, 32, 32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kwargs, holds",
     [
@@ -116,6 +122,7 @@ def test_ill_arg_factory():
         psctnet("tiny", variant="everything")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["psctnet", "x2ct"])
 def test_gradients_reach_every_parameter(variant):
     model = psctnet("tiny", SMALL, variant)
@@ -135,11 +142,16 @@ def test_eval_mode_is_deterministic_even_with_dropout():
     assert not torch.equal(model(views), model(views))
 
 
-def test_geometry_from_a_bundle_config_dict():
-    model = psctnet("tiny", SMALL.to_dict())
-    assert model.geometry == SMALL
+def test_the_network_uses_the_projector_it_is_given():
+    projector = Projector(SMALL)  # the bundle configs' one projector, shared with the loss and the trainer
+    model = psctnet("tiny", projector=projector)
+    assert model.projector is projector and model.geometry == SMALL
+    assert psctnet("tiny", SMALL, projector=projector).projector is projector
+    with pytest.raises(ValueError, match="not the projector's"):
+        psctnet("tiny", _geometry(16), projector=projector)
 
 
+@pytest.mark.slow
 def test_tiny_generator_overfits_one_phantom_case():
     torch.manual_seed(0)
     geometry = _geometry(16)  # 12 mm voxels: enough to see the skull, fast on two cores
@@ -159,6 +171,7 @@ def test_tiny_generator_overfits_one_phantom_case():
     assert losses[-1] < 0.2 * losses[0] and losses[-1] < 0.5 * best_constant
 
 
+@pytest.mark.slow
 def test_torchscript_trace_round_trips():
     model = psctnet("tiny", _geometry(16)).eval()
     views = torch.rand(1, 2, 16, 16)

@@ -1,10 +1,13 @@
-"""The promises the repository makes to a new user: two set-up commands, CI running the tests, the licence."""
+"""The promises the repository makes: two set-up commands, CI running the tests, the licence, the house's shape."""
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +40,51 @@ def test_licence_is_apache_2():
         " " * 33 + "Apache License",
         " " * 27 + "Version 2.0, January 2004",
     ]
+
+
+def _imports(path: Path) -> set[str]:
+    """The ``custom`` modules a source file imports (top level or inside functions)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name.split(".")[0] == "custom"}
+
+
+MAX_MODULE_LINES = 500
+MAX_ROOMS = 12  # custom/'s entries besides __init__.py: about ten rooms, each one concept
+
+
+def test_the_package_is_a_few_rooms_of_modules_under_500_lines():
+    package = ROOT / "custom"
+    entries = sorted(p.name for p in package.iterdir() if p.name not in ("__init__.py", "__pycache__"))
+    assert len(entries) <= MAX_ROOMS, entries
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in package.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not long
+
+
+@pytest.mark.parametrize(
+    ("room", "forbidden"),
+    [
+        ("data", ("custom.metrics", "custom.outputs", "custom.cli")),  # inputs never import output code
+        ("metrics", ("custom.data", "custom.cli")),
+        ("outputs", ("custom.data", "custom.cli")),
+        ("imaging", ("custom.data", "custom.phantom", "custom.networks", "custom.cli")),
+        ("phantom", ("custom.data", "custom.cli")),
+        ("networks", ("custom.data", "custom.cli")),
+        ("training", ("custom.cli",)),
+        ("benchmark", ("custom.cli",)),
+    ],
+)
+def test_rooms_import_only_downward(room, forbidden):
+    offending = {
+        str(path.relative_to(ROOT)): sorted(m for m in _imports(path) if m.startswith(forbidden))
+        for path in (ROOT / "custom" / room).rglob("*.py")
+    }
+    assert not {path: modules for path, modules in offending.items() if modules}

@@ -13,6 +13,8 @@ from custom.imaging.ellipsoids import analytic_head
 from custom.imaging.geometry import BiplanarGeometry
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # runs the micro-benchmarks
+
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"op": str, "size": int, "device": str, "dtype": str, "median_ms": float, "peak_mem_mb": float}
 

@@ -10,7 +10,7 @@ from custom.imaging.projector import Projector
 from custom.networks.floor import fit_floor
 from custom.networks.spider import DECODERS, SPIDER
 from custom.phantom import LABELS, make_phantom
-from custom.training.spider_loss import SpiderLoss
+from custom.training.losses import SpiderLoss
 
 GEOMETRY = BiplanarGeometry().resampled((16, 16, 16), (32, 32))  # BasicUNet halves the views 4 times
 ONE_TO_ONE = BiplanarGeometry().resampled((16, 16, 16), (16, 16))  # one pixel spans one voxel
@@ -88,6 +88,7 @@ def test_bad_options_are_refused():
         _spider(num_classes=1)
 
 
+@pytest.mark.slow
 def test_one_phantom_is_overfitted_from_sampled_points_and_a_finer_grid_agrees():
     torch.manual_seed(0)
     geometry = BiplanarGeometry().resampled((32, 32, 32), (32, 32))

@@ -26,6 +26,7 @@ def test_patency_reads_the_fused_suture_from_the_truth(coronal):
     assert suture_patency(structures) == {s: s != "coronal_left" for s in SUTURES}
 
 
+@pytest.mark.slow
 def test_structure_metrics_score_a_perfect_map_and_a_missed_suture(coronal):
     _, truth = coronal
     perfect = structure_metrics(truth, truth)

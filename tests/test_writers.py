@@ -6,7 +6,7 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from custom.data.ct import LoadCT
+from custom.data.ct_files import LoadCT
 from custom.imaging.geometry import BiplanarGeometry
 from custom.outputs.writers import write_bone_stl, write_ct_dicom, write_ct_nifti
 

@@ -4,11 +4,11 @@ import custom.data.xray as xray
 import numpy as np
 import pytest
 import torch
-from custom.data.dicom_compat import save_dicom
 from custom.data.xray import LoadXRay, LoadXRayd, write_xray
 from custom.errors import InvalidInputError
 from custom.imaging.geometry import BiplanarGeometry
 from custom.imaging.physics import normalise_radiograph
+from custom.outputs.writers import save_dicom
 from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid

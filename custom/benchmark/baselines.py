@@ -28,11 +28,6 @@ from custom.networks.floor import VoxelwiseLinearFloor
 from torch import nn
 
 
-def _geometry(geometry: BiplanarGeometry | dict | None) -> BiplanarGeometry:
-    """The acquisition from a geometry, its dict form (bundle configs) or None (the default)."""
-    return BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
-
-
 def _batches(loader: Iterable[Mapping[str, torch.Tensor]], device: torch.device):
     """(views, CT) of each batch as float64 tensors on ``device``."""
     for batch in loader:
@@ -47,9 +42,9 @@ class MeanAtlas(nn.Module):
         geometry: the acquisition; fixes the CT grid. Defaults to ``BiplanarGeometry()``.
     """
 
-    def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
+    def __init__(self, geometry: BiplanarGeometry | None = None) -> None:
         super().__init__()
-        geometry = _geometry(geometry)
+        geometry = geometry or BiplanarGeometry()
         self.register_buffer("atlas", torch.zeros(1, 1, *geometry.vol_shape))
 
     @torch.no_grad()
@@ -76,9 +71,9 @@ class CalibratedBackProjection(nn.Module):
         geometry: the acquisition. Defaults to ``BiplanarGeometry()``.
     """
 
-    def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
+    def __init__(self, geometry: BiplanarGeometry | None = None) -> None:
         super().__init__()
-        geometry = _geometry(geometry)
+        geometry = geometry or BiplanarGeometry()
         self.prior = BackProjectionPrior(Projector(geometry))
         self.register_buffer("scale", torch.ones(()))
         self.register_buffer("offset", torch.zeros(()))
@@ -112,9 +107,9 @@ class VoxelwiseBackProjection(nn.Module):
         geometry: the acquisition. Defaults to ``BiplanarGeometry()``.
     """
 
-    def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
+    def __init__(self, geometry: BiplanarGeometry | None = None) -> None:
         super().__init__()
-        geometry = _geometry(geometry)
+        geometry = geometry or BiplanarGeometry()
         self.floor = VoxelwiseLinearFloor(geometry)
 
     def fit(self, loader: Iterable[Mapping[str, torch.Tensor]]) -> VoxelwiseBackProjection:

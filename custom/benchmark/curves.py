@@ -1,9 +1,9 @@
 """Learning curves: train methods for the same wall-clock budget and log validation quality against seconds.
 
-``python -m custom.cli.benchmark curves --variants psctnet,x2ct,spider --seconds 3600 --every 300 --out DIR``
+``python -m custom.cli.benchmark curves --methods psctnet,x2ct,spider --seconds 3600 --every 300 --out DIR``
 
-For each variant, built exactly as the side-by-side benchmark builds it (:mod:`custom.benchmark.run`:
-the bundle's ``train.json`` with the profile's and the variant's overrides, the same seed, the same
+For each method, built exactly as the side-by-side benchmark builds it (:mod:`custom.benchmark.run`:
+the bundle's ``train.json`` with the profile's and the method's overrides, the same seed, the same
 cached training cases), the floor is fitted on the unaugmented training cases (when the network has
 one) and the bundle's trainer runs
 until ``seconds`` of training have passed. Every ``every`` seconds of training, and once before the
@@ -16,9 +16,9 @@ the shipped recipe's is in ``train.json``); the adversarial warm-up is the confi
 bundle training run instead (its TensorBoard events: the validation metrics after each epoch, against
 the wall-clock seconds since the first update, validation included) and writes the same two files.
 
-Writes ``curves.json`` (the settings and, per variant, ``[{"seconds", "iteration", "psnr_3d",
+Writes ``curves.json`` (the settings and, per method, ``[{"seconds", "iteration", "psnr_3d",
 "mae_hu", "bone_dice"}]``) and ``curves.png`` (one panel per metric against seconds, one line per
-variant), both refused if present unless ``overwrite``.
+method), both refused if present unless ``overwrite``.
 """
 
 from __future__ import annotations
@@ -29,19 +29,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from custom.benchmark.methods import VARIANTS, Variant
+from custom.benchmark.methods import METHODS, Method
 from custom.benchmark.profiles import PROFILES
-from custom.benchmark.results import strict_json
 from custom.benchmark.run import (
     build_model,
     default_bundle_root,
+    method_config,
     run_overrides,
     shared_training_data,
     split_cases,
-    variant_config,
 )
-from custom.cli.speed import device_name
-from custom.files import atomic_write, refuse_existing
+from custom.benchmark.timing import device_name
+from custom.files import atomic_write, refuse_existing, write_json
 from custom.imaging.physics import network_to_hu
 from custom.metrics.physical import bone_dice, mae_hu, psnr_3d
 from custom.networks.floor import fit_floor
@@ -72,11 +71,11 @@ def validation_point(model: torch.nn.Module, cases: Sequence[dict], device: torc
 
 
 def learning_curve(
-    parser: ConfigParser, variant: Variant, seconds: float, every: float, cases: Sequence[dict]
+    parser: ConfigParser, method: Method, seconds: float, every: float, cases: Sequence[dict]
 ) -> list[dict[str, float]]:
-    """Train one variant for ``seconds`` of training time; its validation points (see the module docstring)."""
+    """Train one method for ``seconds`` of training time; its validation points (see the module docstring)."""
     device = parser.get_parsed_content("device")
-    model = build_model(parser, variant)
+    model = build_model(parser, method)
     fit_floor(model, parser.get_parsed_content("train#floor_loader"))
     trainer = parser.get_parsed_content("train#trainer")
     clock = {"trained": 0.0, "since": time.perf_counter(), "next": 0.0}
@@ -87,7 +86,7 @@ def learning_curve(
         if clock["trained"] >= clock["next"] or clock["trained"] >= seconds:
             point = validation_point(model, cases, device)
             points.append({"seconds": round(clock["trained"], 1), "iteration": iteration, **point})
-            print(f"{variant.name:>10} {clock['trained']:7.0f} s, {iteration:5d} updates: {point}")
+            print(f"{method.name:>10} {clock['trained']:7.0f} s, {iteration:5d} updates: {point}")
             clock["next"] = clock["trained"] + every
         clock["since"] = time.perf_counter()
 
@@ -103,7 +102,7 @@ def learning_curve(
 
 
 def plot(curves: dict[str, list[dict[str, float]]], width: int = 360, height: int = 260) -> Image.Image:
-    """One panel per metric: value (y) against training seconds (x), one coloured line per variant."""
+    """One panel per metric: value (y) against training seconds (x), one coloured line per method."""
     margin, legend = 44, 18 * len(curves) + 8
     image = Image.new("RGB", (width * len(METRICS), height + legend), "white")
     draw = ImageDraw.Draw(image)
@@ -127,16 +126,16 @@ def plot(curves: dict[str, list[dict[str, float]]], width: int = 360, height: in
                 draw.line(xy, fill=colour, width=2)
             for x, y in xy:
                 draw.ellipse((x - 2, y - 2, x + 2, y + 2), fill=colour)
-    for row, (colour, variant) in enumerate(zip(COLOURS, curves)):
+    for row, (colour, name) in enumerate(zip(COLOURS, curves)):
         y = height + 4 + 18 * row
         draw.line((margin, y + 6, margin + 30, y + 6), fill=colour, width=3)
-        draw.text((margin + 38, y), variant, fill="black")
+        draw.text((margin + 38, y), name, fill="black")
     return image
 
 
 def curves(
     out: str = "curves",
-    variants: Sequence[str] | str = ("psctnet", "x2ct", "spider"),
+    methods: Sequence[str] | str = ("psctnet", "x2ct", "spider"),
     seconds: float = 3600.0,
     every: float = 300.0,
     data: str = "phantom",
@@ -147,31 +146,31 @@ def curves(
     bundle_root: str | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Learning curves of ``variants`` for ``seconds`` of training each; see the module docstring.
+    """Learning curves of ``methods`` for ``seconds`` of training each; see the module docstring.
 
     Args:
         out: the results folder. Defaults to ``curves``.
-        variants: names from :data:`~custom.benchmark.methods.VARIANTS` (trained ones). Defaults to
+        methods: names from :data:`~custom.benchmark.methods.METHODS` (trained ones). Defaults to
             PSCT-Net, the X2CT-GAN-style baseline and SPIDER.
-        seconds: training seconds per variant. Defaults to 3600.
+        seconds: training seconds per method. Defaults to 3600.
         every: training seconds between validation points. Defaults to 300.
         data: ``phantom``, a CT folder or a JSON datalist, split as the bundle splits it.
         profile: a :data:`~custom.benchmark.profiles.PROFILES` entry with a validation split. Defaults
             to ``cpu128``.
         num_phantoms: phantom cases. Defaults to the profile's.
-        seed: the seed of the split and of each variant's training. Defaults to 0.
+        seed: the seed of the split and of each method's training. Defaults to 0.
         device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
         bundle_root: the bundle folder with ``configs/``. Defaults to this package's bundle.
         overwrite: replace earlier curves in ``out``. Defaults to False (refused before any work).
 
     Raises:
-        ValueError: unknown or fitted variants, an unknown profile, or non-positive times.
+        ValueError: unknown or fitted methods, an unknown profile, or non-positive times.
     """
-    names = variants.split(",") if isinstance(variants, str) else list(variants)
-    bad = [n for n in names if n not in VARIANTS or VARIANTS[n].fitted is not None]
+    names = methods.split(",") if isinstance(methods, str) else list(methods)
+    bad = [n for n in names if n not in METHODS or METHODS[n].fitted is not None]
     if bad or profile not in PROFILES or seconds <= 0 or every <= 0:
         raise ValueError(
-            f"variants must be trained ones of {list(VARIANTS)} (got {bad}), profile one of {list(PROFILES)} "
+            f"methods must be trained ones of {list(METHODS)} (got {bad}), profile one of {list(PROFILES)} "
             f"(got {profile!r}), seconds and every positive (got {seconds}, {every})."
         )
     out_dir, root = Path(out), Path(bundle_root) if bundle_root else default_bundle_root()
@@ -183,9 +182,9 @@ def curves(
         "lr_constant_epochs": 10**6,  # constant learning rate: the run ends on time, not on an epoch count
         "lr_decay_epochs": 0,
     }
-    structured = [VARIANTS[n] for n in names if VARIANTS[n].family == "spider"]  # they need structure labels
-    base = variant_config(
-        root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
+    structured = [METHODS[n] for n in names if METHODS[n].family == "spider"]  # they need structure labels
+    base = method_config(
+        root, Method("data", "", config_files=structured[0].config_files if structured else ()), overrides
     )
     set_determinism(seed)
     shared = shared_training_data(base)
@@ -194,11 +193,11 @@ def curves(
         raise ValueError(f"the profile {profile!r} leaves no validation cases; use one with a validation split.")
     results: dict[str, list[dict[str, float]]] = {}
     for name in names:
-        variant = VARIANTS[name]
-        parser = variant_config(root, variant, {**overrides, **settings.networks.get(variant.family, {})})
+        method = METHODS[name]
+        parser = method_config(root, method, {**overrides, **settings.networks.get(method.family, {})})
         parser.update(shared)
         set_determinism(seed)
-        results[name] = learning_curve(parser, variant, seconds, every, val_cases)
+        results[name] = learning_curve(parser, method, seconds, every, val_cases)
     record = {
         "profile": profile,
         "data": data,
@@ -212,7 +211,7 @@ def curves(
         "torch": torch.__version__,
         "curves": results,
     }
-    atomic_write(out_dir / "curves.json", lambda tmp: tmp.write_text(strict_json(record)), overwrite)
+    write_json(out_dir / "curves.json", record, overwrite)
     atomic_write(out_dir / "curves.png", plot(results).save, overwrite)
     return record
 
@@ -253,7 +252,7 @@ def training_curve(log_dir: str, out: str = "curves", name: str = "psctnet", ove
     refuse_existing([out_dir / n for n in OUTPUTS], overwrite)
     points = run_curve(log_dir)
     record = {"source": "bundle training run (TensorBoard events)", "seconds": "wall clock", "curves": {name: points}}
-    atomic_write(out_dir / "curves.json", lambda tmp: tmp.write_text(strict_json(record)), overwrite)
+    write_json(out_dir / "curves.json", record, overwrite)
     atomic_write(out_dir / "curves.png", plot(record["curves"]).save, overwrite)
     return record
 

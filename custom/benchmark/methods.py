@@ -1,15 +1,21 @@
 """The methods the benchmark sets side by side, each a way to build and train a model from the bundle.
 
-A :class:`Variant` is the bundle's training config (``bundle/configs/train.json``) plus what makes the
+A :class:`Method` is the bundle's training config (``bundle/configs/train.json``) plus what makes the
 method: config overrides and extra config files layered on top (the generator's module switches, or
-another network's configs), or a baseline class fitted instead of trained. Every variant therefore
-uses the same data pipeline, simulator, losses, optimisers and schedule, and differs only where its
-method does.
+another network's configs), or a baseline class fitted instead of trained. Every method therefore
+uses the same data pipeline, simulator, losses, optimisers and schedule, and differs only where it
+does.
 
-Order of :data:`VARIANTS`: the three fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
+What the benchmark replaces in every method's config, by config id: :data:`BENCHMARK_OVERRIDES` (no
+logging writers, the data order seeded apart from the model's initialisation, and ``train#handlers``
+cut to the trainer's own learning-rate schedules, ``train#lr_handlers``: no validation, the benchmark
+measures the final weights).
+
+Order of :data:`METHODS`: the three fitted baselines, the X2CT-GAN-style generator, PSCT-Net's
 ablations as in the paper's table, all modules, then SPIDER and its decoder ablations (two branches,
-two stages). Another network joins by adding a variant whose ``config_files`` hold its bundle
-override configs (its network, loss and trainer); the benchmark needs nothing else from it.
+two stages). Another network joins by adding a method whose ``config_files`` hold its bundle
+override configs (its network, loss, trainer and ``train#lr_handlers``); the benchmark needs nothing
+else from it.
 """
 
 from __future__ import annotations
@@ -21,15 +27,22 @@ from custom.benchmark.baselines import CalibratedBackProjection, MeanAtlas, Voxe
 from custom.networks.psctnet import ABLATIONS
 from torch import nn
 
+BENCHMARK_OVERRIDES: dict[str, Any] = {  # config ids every method's config replaces in a benchmark run
+    "train#writers": [],  # no progress bar, console or TensorBoard logging
+    "train#dataloader#generator": "$torch.Generator().manual_seed(@seed)",  # data order apart from model init
+    "train#handlers": "@train#lr_handlers",  # the trainer's learning-rate schedules, no validation
+}
+
 
 @dataclass(frozen=True)
-class Variant:
+class Method:
     """One method of the benchmark.
 
     Args:
         name: its name in the results (``results.json``'s ``variant``).
         description: what it is, one line, for the table.
-        overrides: ``train.json`` config ids and values that make it (e.g. ``network_def#variant``).
+        overrides: ``train.json`` config ids and values that make it (e.g. ``network_def#variant``, the
+            PSCT-Net ablation).
         config_files: bundle configs layered over ``train.json``, relative to the bundle root.
         fitted: a baseline class ``cls(geometry=...)`` with ``fit(loader)``, fitted in one pass over
             the training data instead of trained; None for a network trained by the bundle's trainer.
@@ -55,21 +68,19 @@ _ABLATION_DESCRIPTIONS = {
     "psctnet": "PSCT-Net: BP-I, BP-C, AGP-3D, BiM-3D, MV3D-C",
 }
 
-VARIANTS: dict[str, Variant] = {
-    "mean_atlas": Variant("mean_atlas", "training-set mean CT, ignores the views", fitted=MeanAtlas),
-    "bp_only": Variant(
+METHODS: dict[str, Method] = {
+    "mean_atlas": Method("mean_atlas", "training-set mean CT, ignores the views", fitted=MeanAtlas),
+    "bp_only": Method(
         "bp_only", "BP-I prior, linear HU calibration on the training set", fitted=CalibratedBackProjection
     ),
-    "bp_voxelwise": Variant(
+    "bp_voxelwise": Method(
         "bp_voxelwise",
         "BP-I prior, gain and offset per voxel fitted on the training set (the generators' floor)",
         fitted=VoxelwiseBackProjection,
     ),
+    **{name: Method(name, _ABLATION_DESCRIPTIONS[name], overrides={"network_def#variant": name}) for name in ABLATIONS},
     **{
-        name: Variant(name, _ABLATION_DESCRIPTIONS[name], overrides={"network_def#variant": name}) for name in ABLATIONS
-    },
-    **{
-        name: Variant(
+        name: Method(
             name, description, {"network_def#decoder": decoder}, ("configs/spider_train.json",), family="spider"
         )
         for name, decoder, description in (
@@ -81,4 +92,4 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-__all__ = ["VARIANTS", "Variant"]
+__all__ = ["BENCHMARK_OVERRIDES", "METHODS", "Method"]

@@ -28,10 +28,10 @@ class Profile:
 
     Args:
         name: ``quick``, ``cpu128`` or ``full``.
-        budget: generator updates per trained variant (batch size 1).
+        budget: generator updates per trained method (batch size 1).
         num_phantoms: phantoms generated when the data is ``phantom``.
         overrides: ``train.json`` config ids and values (geometry, data, discriminator).
-        networks: per network family (a variant's ``family``), its size overrides.
+        networks: per network family (a method's ``family``), its size overrides.
     """
 
     name: str

@@ -2,32 +2,31 @@
 
 In the results folder:
 
-- ``results.json``: a list of records, one per variant: ``variant``, ``description``, ``track_a`` and
-  ``track_b`` (means over the test cases), ``structure`` for networks that predict labels (the Dice
-  of their own bone class), ``params``, ``model_mb``, ``infer_ms``, ``peak_mem_mb``,
-  ``train_s_per_iter``, ``iterations``, ``device``, ``profile`` and ``cases`` (each case's values);
-- ``results.csv``: the same means, one row per variant, flat columns;
-- ``cases.csv``: one row per variant and test case;
+- ``results.json``: a list of records, one per method: ``variant`` (the method's name),
+  ``description``, ``track_a`` and ``track_b`` (means over the test cases), ``structure`` for
+  networks that predict labels (the Dice of their own bone class), ``params``, ``model_mb``,
+  ``infer_ms``, ``peak_mem_mb``, ``train_s_per_iter``, ``iterations``, ``device``, ``profile`` and
+  ``cases`` (each case's values);
+- ``results.csv``: the same means, one row per method, flat columns;
+- ``cases.csv``: one row per method and test case;
 - ``results.md``: the run's settings and three tables (Track B, Track A, efficiency), the best value
   of each metric in bold (no bold where all are equal); the out-of-distribution table, when there is
   one, under its own heading;
 - ``ood_results.json``: the out-of-distribution records, when there are any;
 - ``comparison.png``: the figure of :mod:`custom.benchmark.figure`.
 
-Non-finite values (a perfect case's infinite PSNR) are written as the strings ``"inf"``/``"nan"`` so
-the JSON stays strict. Every file is written atomically.
+The JSON and CSV files are formatted as :func:`custom.files.write_json` and
+:func:`custom.files.write_csv` write them: non-finite values (a perfect case's infinite PSNR) as the
+strings ``"inf"``/``"nan"``, so the JSON stays strict. Every file is written atomically.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from pathlib import Path
 from typing import Any
 
-from custom.files import atomic_write
+from custom.files import atomic_write, csv_text, json_text
 from custom.metrics.protocol import LOWER_IS_BETTER, TRACK_A, TRACK_B
 from PIL import Image
 
@@ -55,32 +54,6 @@ HEADINGS = {
     "iterations": "updates",
     "bone_dice_labels": "Dice of its bone class",
 }
-
-
-def _strict(value: Any) -> Any:
-    """Values as strict JSON: non-finite floats as strings, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strict(v) for v in value]
-    return value
-
-
-def strict_json(value: Any) -> str:
-    """``value`` as indented strict JSON text (non-finite floats as strings), with a final newline."""
-    return json.dumps(_strict(value), indent=4, allow_nan=False) + "\n"
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    """Rows as CSV; columns are every row's keys in first-seen order, blank where a row has none."""
-    table = io.StringIO()
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    writer = csv.DictWriter(table, fieldnames=columns, restval="", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return table.getvalue()
 
 
 def _cell(value: Any) -> str:
@@ -140,7 +113,7 @@ def write_results(
     figure: Image.Image,
     overwrite: bool = False,
 ) -> None:
-    """Write every result file of the module docstring into ``out_dir``."""
+    """Write every result file of the module docstring into ``out_dir`` (all formatted before the first is written)."""
     out_dir = Path(out_dir)
     means = [
         {
@@ -154,16 +127,16 @@ def write_results(
     ]
     cases = [{"variant": r["variant"], **case} for r in records for case in r["cases"]]
     texts = {
-        "results.json": strict_json(records),
-        "results.csv": _csv(means),
-        "cases.csv": _csv(cases),
+        "results.json": json_text(records),
+        "results.csv": csv_text(means),  # columns: every row's keys in first-seen order
+        "cases.csv": csv_text(cases),
         "results.md": markdown(records, ood_records, settings),
     }
     if ood_records:
-        texts["ood_results.json"] = strict_json(ood_records)
+        texts["ood_results.json"] = json_text(ood_records)
     for name, text in texts.items():
         atomic_write(out_dir / name, lambda tmp, text=text: tmp.write_text(text), overwrite)
     atomic_write(out_dir / "comparison.png", figure.save, overwrite)
 
 
-__all__ = ["OUTPUTS", "markdown", "strict_json", "write_results"]
+__all__ = ["OUTPUTS", "markdown", "write_results"]

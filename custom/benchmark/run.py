@@ -1,8 +1,8 @@
 """The side-by-side benchmark: train every method on the same data and budget, measure it the same way.
 
-For each selected :data:`~custom.benchmark.methods.VARIANTS` entry:
+For each selected :data:`~custom.benchmark.methods.METHODS` entry:
 
-1. build the bundle's training config (``train.json`` + the profile's and the variant's overrides) and
+1. build the bundle's training config (``train.json`` + the profile's and the method's overrides) and
    seed everything with the same seed, so every method sees the same cases in the same order with
    the same augmentations; the training cases are rendered (or loaded) once and shared (with
    structure labels, posed with the CT, when a selected network predicts them);
@@ -34,13 +34,13 @@ from typing import Any
 
 import torch
 from custom.benchmark.figure import comparison_figure
-from custom.benchmark.methods import VARIANTS, Variant
+from custom.benchmark.methods import BENCHMARK_OVERRIDES, METHODS, Method
 from custom.benchmark.profiles import PROFILES, Profile
 from custom.benchmark.results import OUTPUTS, write_results
-from custom.cli.speed import device_name, median_ms, memory_baseline, peak_memory_mb
+from custom.benchmark.timing import device_name, median_ms, memory_baseline, peak_memory_mb
 from custom.files import atomic_write, refuse_existing
-from custom.imaging.physics import network_to_hu
-from custom.metrics.physical import BONE_HU, mask_dice
+from custom.imaging.physics import BONE_HU, network_to_hu
+from custom.metrics.physical import mask_dice
 from custom.metrics.protocol import TRACKS, CaseEvaluator, summarise
 from custom.metrics.structures import structure_metrics
 from custom.networks.floor import fit_floor
@@ -63,16 +63,14 @@ def default_bundle_root() -> Path:
     raise FileNotFoundError(f"no configs/train.json under {PACKAGE_ROOT}; pass --bundle_root.")
 
 
-def variant_config(bundle_root: Path, variant: Variant, overrides: dict[str, Any]) -> ConfigParser:
-    """The bundle's training config for one variant: ``train.json``, its config files, then the overrides."""
+def method_config(bundle_root: Path, method: Method, overrides: dict[str, Any]) -> ConfigParser:
+    """The bundle's training config for one method: ``train.json`` and its config files, then the run's
+    ``overrides``, :data:`~custom.benchmark.methods.BENCHMARK_OVERRIDES` and the method's own, by config id."""
     parser = ConfigParser()
     parser.read_config(
-        [str(bundle_root / "configs" / "train.json"), *(str(bundle_root / f) for f in variant.config_files)]
+        [str(bundle_root / "configs" / "train.json"), *(str(bundle_root / f) for f in method.config_files)]
     )
-    parser.update({**overrides, **variant.overrides})
-    parser["train#handlers"] = [h for h in parser["train#handlers"] if h.get("_target_") != "ValidationHandler"]
-    parser["train#writers"] = []
-    parser["train#dataloader#generator"] = "$torch.Generator().manual_seed(@seed)"  # data order apart from model init
+    parser.update(copy.deepcopy({**overrides, **BENCHMARK_OVERRIDES, **method.overrides}))
     return parser
 
 
@@ -85,7 +83,7 @@ def run_overrides(
     seed: int,
     device: torch.device,
 ) -> dict[str, Any]:
-    """``train.json`` overrides shared by every variant of a run: the profile's, the data, seed and device.
+    """``train.json`` overrides shared by every method of a run: the profile's, the data, seed and device.
 
     Logs go to ``out_dir/logs``; data loading stays in this process (``num_workers`` 0).
     """
@@ -102,30 +100,30 @@ def run_overrides(
 
 
 def shared_training_data(parser: ConfigParser) -> dict[str, CacheDataset]:
-    """The training cases, rendered once for every variant: as trained on (augmented on the fly) and as
+    """The training cases, rendered once for every method: as trained on (augmented on the fly) and as
     the floors and fitted baselines are fitted on (unaugmented), by their ``train.json`` ids."""
     return {key: parser.get_parsed_content(key) for key in ("train#dataset", "train#floor_dataset")}
 
 
-def build_model(parser: ConfigParser, variant: Variant) -> nn.Module:
-    """The variant's model on the config's device: a baseline (unfitted) or the generator of ``network``."""
-    if variant.fitted is not None:
-        return variant.fitted(geometry=parser.get_parsed_content("geometry")).to(parser.get_parsed_content("device"))
+def build_model(parser: ConfigParser, method: Method) -> nn.Module:
+    """The method's model on the config's device: a baseline (unfitted) or the generator of ``network``."""
+    if method.fitted is not None:
+        return method.fitted(geometry=parser.get_parsed_content("geometry")).to(parser.get_parsed_content("device"))
     return parser.get_parsed_content("network")
 
 
-def parameter_count(model: nn.Module, variant: Variant) -> int:
+def parameter_count(model: nn.Module, method: Method) -> int:
     """Values learned from data: trainable parameters, or a fitted baseline's buffers."""
-    if variant.fitted is not None:
+    if method.fitted is not None:
         return sum(b.numel() for b in model.buffers())
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train(parser: ConfigParser, variant: Variant, budget: int) -> tuple[nn.Module, int, float | None]:
-    """Train (or fit) the variant: (model, generator updates made, training seconds per update or None)."""
-    model = build_model(parser, variant)
+def train(parser: ConfigParser, method: Method, budget: int) -> tuple[nn.Module, int, float | None]:
+    """Train (or fit) the method: (model, generator updates made, training seconds per update or None)."""
+    model = build_model(parser, method)
     floor_cases = parser.get_parsed_content("train#floor_loader")  # the training cases, unaugmented
-    if variant.fitted is not None:
+    if method.fitted is not None:
         model.fit(floor_cases)
         return model, 0, None
     fit_floor(model, floor_cases)  # as the bundle's training does first
@@ -169,17 +167,17 @@ def evaluate(model: nn.Module, cases: Sequence[dict], evaluator: CaseEvaluator, 
 
 
 def measure_inference(
-    bundle_root: str, variant: Variant, overrides: dict[str, Any], weights: str, repeats: int = 5
+    bundle_root: str, method: Method, overrides: dict[str, Any], weights: str, repeats: int = 5
 ) -> dict[str, float]:
     """Inference ms (median of ``repeats`` after one warm-up) and peak memory (MB) at batch 1, in this process.
 
     Run it in a fresh process: the memory is the process's peak while the model is built, loaded and
     run (CUDA: the allocator's peak; CPU: resident memory growth after the imports).
     """
-    parser = variant_config(Path(bundle_root), variant, overrides)
+    parser = method_config(Path(bundle_root), method, overrides)
     device = parser.get_parsed_content("device")
     baseline = memory_baseline(device)
-    model = build_model(parser, variant)
+    model = build_model(parser, method)
     model.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
     model.eval()
     det_shape = parser.get_parsed_content("geometry").det_shape
@@ -196,7 +194,7 @@ def split_cases(parser: ConfigParser, source: str, split: str, num_phantoms: int
     set keeps every case's split and adds new cases (more held-out cases, none ever trained on).
     """
     parser = ConfigParser(copy.deepcopy(parser.get()))
-    parser.update({"dataset_dir": source, "validate#datalist#split": split})
+    parser.update({"dataset_dir": source, "validate#datalist": f"$@datalist(split={split!r})"})
     if num_phantoms is not None:
         parser["num_phantoms"] = int(num_phantoms)
     parser["keep_keys"] = {
@@ -218,10 +216,10 @@ def summary(results: list[dict]) -> dict[str, Any]:
     return {**means, "cases": cases}
 
 
-def resolve(name: str) -> Variant:
-    """The variant a name runs: ``<variant>@<label>`` is that variant under its own label, so one run can
+def resolve(name: str) -> Method:
+    """The method a name runs: ``<method>@<label>`` is that method under its own label, so one run can
     measure two sets of weights of it side by side (``--weights "{'psctnet@v1': 'old.pt'}"``)."""
-    return VARIANTS[name.split("@", 1)[0]]
+    return METHODS[name.split("@", 1)[0]]
 
 
 def run(
@@ -229,7 +227,7 @@ def run(
     data: str = "phantom",
     profile: str = "full",
     quick: bool = False,
-    variants: Sequence[str] | str | None = None,
+    methods: Sequence[str] | str | None = None,
     budget: int | None = None,
     num_phantoms: int | None = None,
     ood: str | None = None,
@@ -240,26 +238,26 @@ def run(
     test_phantoms: int | None = None,
     weights: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and measure each variant on the same data and budget; write the results to ``out``.
+    """Train and measure each method on the same data and budget; write the results to ``out``.
 
     Args:
         out: the results folder. Defaults to ``benchmark``.
         data: ``phantom`` (generated), a CT folder or a JSON datalist, split as the bundle splits it.
         profile: ``full`` (the paper's 128^3 protocol, GPU) or ``quick`` (CPU, minutes). Defaults to ``full``.
         quick: the ``quick`` profile, whatever ``profile`` says.
-        variants: names from :data:`VARIANTS`, each optionally ``@<label>`` (see :func:`resolve`). Defaults
-            to all.
-        budget: generator updates per trained variant. Defaults to the profile's.
+        methods: names from :data:`~custom.benchmark.methods.METHODS`, each optionally ``@<label>`` (see
+            :func:`resolve`). Defaults to all.
+        budget: generator updates per trained method. Defaults to the profile's.
         num_phantoms: phantom cases when ``data`` is ``phantom``. Defaults to the profile's.
         ood: a CT folder or JSON datalist evaluated as an out-of-distribution report (all its cases),
             kept apart from the main results. Defaults to none.
-        seed: the seed of the data split and of every variant's training. Defaults to 0.
+        seed: the seed of the data split and of every method's training. Defaults to 0.
         device: ``cpu`` or ``cuda[:i]``. Defaults to CUDA when available.
         bundle_root: the bundle folder with ``configs/``. Defaults to this package's bundle.
         overwrite: replace earlier results in ``out``. Defaults to False (refused before any work).
         test_phantoms: take the test cases from the test split of this many phantoms (a superset of
             the training set's, see :func:`split_cases`). Defaults to ``num_phantoms``.
-        weights: ``{variant: path}`` of trained weights to measure instead of training that variant
+        weights: ``{method: path}`` of trained weights to measure instead of training that method
             (e.g. the shipped ``models/model.pt`` as ``psctnet``); its ``iterations`` is then None.
             Defaults to none.
 
@@ -267,12 +265,12 @@ def run(
         The records written to ``results.json``.
     """
     profile = "quick" if quick else profile
-    names = list(VARIANTS) if variants is None else [variants] if isinstance(variants, str) else list(variants)
+    names = list(METHODS) if methods is None else [methods] if isinstance(methods, str) else list(methods)
     weights = dict(weights or {})
-    unknown = sorted(n for n in set(names) | set(weights) if n.split("@", 1)[0] not in VARIANTS)
+    unknown = sorted(n for n in set(names) | set(weights) if n.split("@", 1)[0] not in METHODS)
     if unknown or profile not in PROFILES:
         raise ValueError(
-            f"unknown variants {unknown} or profile {profile!r}; choose from {list(VARIANTS)}, {list(PROFILES)}."
+            f"unknown methods {unknown} or profile {profile!r}; choose from {list(METHODS)}, {list(PROFILES)}."
         )
     out_dir, root = Path(out), Path(bundle_root) if bundle_root else default_bundle_root()
     saved = {name: out_dir / "models" / f"{name}.pt" for name in names}
@@ -285,8 +283,8 @@ def run(
 
     # 1. the data, once: training cases cached, test (and out-of-distribution) cases prepared
     structured = [resolve(n) for n in names if resolve(n).family == "spider"]  # they need structure labels
-    base = variant_config(
-        root, Variant("data", "", config_files=structured[0].config_files if structured else ()), overrides
+    base = method_config(
+        root, Method("data", "", config_files=structured[0].config_files if structured else ()), overrides
     )
     set_determinism(seed)
     shared = shared_training_data(base)
@@ -298,34 +296,32 @@ def run(
     evaluator = CaseEvaluator(base.get_parsed_content("geometry"))
     print(f"benchmark: {len(train_cases)} training and {len(test_cases)} test cases, {budget} updates, {device}")
 
-    # 2. every variant: train or fit, evaluate, measure
+    # 2. every method: train or fit, evaluate, measure
     records, ood_records, reconstructions = [], [], {}
     context = get_context("spawn")
     for name in names:
-        variant = resolve(name)
-        variant_overrides = {**overrides, **settings.networks.get(variant.family, {})}
-        parser = variant_config(root, variant, variant_overrides)
+        method = resolve(name)
+        method_overrides = {**overrides, **settings.networks.get(method.family, {})}
+        parser = method_config(root, method, method_overrides)
         parser.update(shared)
         set_determinism(seed)
         if name in weights:  # trained elsewhere: measured as given
-            model, iterations, seconds_per_iteration = build_model(parser, variant), None, None
+            model, iterations, seconds_per_iteration = build_model(parser, method), None, None
             model.load_state_dict(torch.load(weights[name], map_location=device, weights_only=True))
         else:
-            model, iterations, seconds_per_iteration = train(parser, variant, budget)
+            model, iterations, seconds_per_iteration = train(parser, method, budget)
         atomic_write(saved[name], lambda tmp, m=model: torch.save(m.state_dict(), tmp), overwrite)
         results = evaluate(model, test_cases, evaluator, device)
         reconstructions[name] = results[0]["pred"]
         with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            efficiency = pool.submit(
-                measure_inference, str(root), variant, variant_overrides, str(saved[name])
-            ).result()
+            efficiency = pool.submit(measure_inference, str(root), method, method_overrides, str(saved[name])).result()
         cases = summary(results)
         record = {
             "variant": name,
-            "description": variant.description,
+            "description": method.description,
             "track_a": cases.pop("track_a"),
             "track_b": cases.pop("track_b"),
-            "params": parameter_count(model, variant),
+            "params": parameter_count(model, method),
             "model_mb": round(saved[name].stat().st_size / 2**20, 2),
             **efficiency,
             "train_s_per_iter": None if seconds_per_iteration is None else round(seconds_per_iteration, 3),
@@ -337,7 +333,7 @@ def run(
         records.append(record)
         if ood_cases:
             ood_results = evaluate(model, ood_cases, evaluator, device)
-            ood_records.append({"variant": name, "description": variant.description, **summary(ood_results)})
+            ood_records.append({"variant": name, "description": method.description, **summary(ood_results)})
         track_b = record["track_b"]
         print(
             f"{name:>12}: PSNR3D {track_b['psnr_3d']:.2f} dB, MAE {track_b['mae_hu']:.0f} HU, "
@@ -374,11 +370,11 @@ __all__ = [
     "default_bundle_root",
     "evaluate",
     "measure_inference",
+    "method_config",
     "run",
     "run_overrides",
     "shared_training_data",
     "split_cases",
     "summary",
     "train",
-    "variant_config",
 ]

@@ -26,11 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import sys
 import zipfile
 from pathlib import Path
 
-import fire
+from custom.cli import run_commands
 from custom.files import atomic_folder, atomic_write
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,10 +147,7 @@ def _write_zoo_folder(target: Path, files: dict[str, Path], weights_url: str, ov
 
 
 def main() -> None:
-    try:
-        fire.Fire(export)  # prints the output's path
-    except (ValueError, FileExistsError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    run_commands(export)  # prints the output's path
 
 
 if __name__ == "__main__":

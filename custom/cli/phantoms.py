@@ -10,16 +10,14 @@ Every command writes all of its files or none, and refuses to overwrite unless t
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import numpy as np
-from custom.files import atomic_write, refuse_existing
+from custom.cli import run_commands
+from custom.files import atomic_write, json_text, refuse_existing
 from custom.imaging.geometry import BiplanarGeometry
 from custom.phantom import realism
 from custom.phantom.atlas import PACKAGED, build_atlas, load_atlas, save_atlas
@@ -77,7 +75,7 @@ def generate(
         n: number of cases. Defaults to 8.
         seed: seed of the set; case i uses ``case_seed(seed, i)``. Defaults to 0.
         age: age of every case, months. Defaults to drawn per case.
-        variant: variant of every case (see :data:`custom.phantom.VARIANTS`). Defaults to drawn per case.
+        variant: vault type of every case (see :data:`custom.phantom.VAULT_TYPES`). Defaults to drawn per case.
         size: grid voxels per axis, and detector pixels per side. Defaults to 128.
         spacing: voxel size, mm. Defaults to 1.5.
         pose: random head pose. Defaults to True.
@@ -115,17 +113,18 @@ def generate(
             rows.append(montage(phantom.hu, simulate(phantom.hu), title, height=160))
         records.append({"name": name, "seconds": round(seconds, 3), **p.to_dict()})
         print(f"{title}  ({seconds:.2f} s)")
-    text = json.dumps({"geometry": geometry.to_dict(), "atlas": anatomy_dir or "packaged", "cases": records}, indent=4)
+    text = json_text({"geometry": geometry.to_dict(), "atlas": anatomy_dir or "packaged", "cases": records})
     picture = _stack(rows)
     files[folder / "montage.png"] = lambda tmp: picture.save(tmp, format="PNG")
-    files[folder / "phantoms.json"] = lambda tmp: tmp.write_text(text + "\n")
+    files[folder / "phantoms.json"] = lambda tmp: tmp.write_text(text)
     _write_all(files, overwrite)
     print(f"wrote {n} phantoms, phantoms.json and montage.png to {folder}")
 
 
 def _real_scan_rows(geometry: BiplanarGeometry, data_dir: Path) -> tuple[list[Image.Image], list[str]]:
     """Montage rows of the real scans that load as HU heads (CT slices and their DRRs), and notes."""
-    from custom.data.ct import CanonicaliseCT, LoadCT
+    from custom.data.canonicalise import CanonicaliseCT
+    from custom.data.ct_files import LoadCT
     from custom.data.simulate import SimulateBiplanarXRay
     from custom.outputs.montage import montage
 
@@ -209,7 +208,7 @@ def validate(
     ]
     _write_all(
         {
-            targets[0]: lambda tmp: tmp.write_text(json.dumps(report, indent=4) + "\n"),
+            targets[0]: lambda tmp: tmp.write_text(json_text(report)),
             targets[1]: lambda tmp: tmp.write_text("\n".join(lines) + "\n"),
             targets[2]: lambda tmp: picture.save(tmp, format="PNG"),
         },
@@ -228,10 +227,7 @@ def fit(anatomy_dir: str, out: str | None = None, overwrite: bool = False) -> No
 
 
 def main() -> None:
-    try:
-        fire.Fire({"generate": generate, "validate": validate, "fit": fit})
-    except (ValueError, FileExistsError, FileNotFoundError) as error:  # the user's input: a message, not a traceback
-        sys.exit(f"error: {error}")
+    run_commands({"generate": generate, "validate": validate, "fit": fit})
 
 
 if __name__ == "__main__":

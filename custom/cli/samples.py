@@ -10,10 +10,9 @@ detector with realistic quantum noise and unsharpness, written as 16-bit PNGs of
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-import fire
+from custom.cli import run_commands
 from custom.data.simulate import DetectorModel, SimulateBiplanarXRay
 from custom.data.xray import write_xray
 from custom.files import refuse_existing
@@ -48,10 +47,7 @@ def write_sample_pair(out: str = "bundle/docs/samples", overwrite: bool = False)
 
 
 def main() -> None:
-    try:
-        fire.Fire(write_sample_pair)  # prints the written paths
-    except (ValueError, FileExistsError) as error:
-        sys.exit(f"error: {error}")
+    run_commands(write_sample_pair)  # prints the written paths
 
 
 if __name__ == "__main__":

@@ -7,32 +7,31 @@
 
 ``projector`` times forward projection (N^3 -> 2 x N^2), back-projection (2 x N^2 -> N^3, mean of the
 views) and the adjoint (2 x N^2 -> N^3) at each size N: batch 1, one channel, no autograd graph,
-random inputs, the median of ``repeats`` calls after ``warmup`` calls. Each record runs in a fresh
-process, so ``peak_mem_mb`` is that process's peak memory for the operation with its inputs, cached
-operators, outputs and temporaries: on CUDA the allocator's peak, on CPU the growth of peak resident
-memory over the process after importing torch. The JSON is a list of records
-``{"op", "size", "device", "dtype", "median_ms", "peak_mem_mb", ...}`` comparable across machines.
+random inputs, the median of ``repeats`` calls after ``warmup`` calls (measured as
+:mod:`custom.benchmark.timing` measures). Each record runs in a fresh process, so ``peak_mem_mb`` is
+that process's peak memory for the operation with its inputs, cached operators, outputs and
+temporaries: on CUDA the allocator's peak, on CPU the growth of peak resident memory over the process
+after importing torch. The JSON is a list of records ``{"op", "size", "device", "dtype", "median_ms",
+"peak_mem_mb", ...}`` comparable across machines.
 """
 
 from __future__ import annotations
 
-import platform
-import resource
 import statistics
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from json import dumps
 from multiprocessing import get_context
 from pathlib import Path
 
-import fire
 import nibabel as nib
 import numpy as np
 import torch
-from custom.files import atomic_write, refuse_existing
+from custom.benchmark.timing import device_name, median_ms, memory_baseline, peak_memory_mb
+from custom.cli import run_commands
+from custom.files import atomic_write, refuse_existing, write_json
 from custom.imaging.ellipsoids import analytic_head, rasterise
 from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
 from custom.imaging.physics import hu_to_mu
@@ -40,67 +39,6 @@ from custom.imaging.projector import Projector
 from PIL import Image
 
 OPS = ("forward", "backproject", "adjoint")
-
-
-def device_name(device: torch.device) -> str:
-    """A readable name of the device that ran a measurement, with CPU thread count."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return f"cpu: {model} ({torch.get_num_threads()} threads)"
-
-
-def _peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, MB."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
-
-
-def _current_rss_mb() -> float:
-    """Resident memory of this process now, MB (its peak so far where /proc is missing)."""
-    statm = Path("/proc/self/statm")
-    if not statm.exists():
-        return _peak_rss_mb()
-    return int(statm.read_text().split()[1]) * resource.getpagesize() / 2**20
-
-
-def memory_baseline(device: torch.device) -> float:
-    """Start a peak-memory measurement: reset CUDA's peak, or note the process's resident memory (MB)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return 0.0
-    return _current_rss_mb()
-
-
-def peak_memory_mb(device: torch.device, baseline: float) -> float:
-    """Peak memory since :func:`memory_baseline`, MB: CUDA's allocator peak, or resident-memory growth."""
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_rss_mb() - baseline
-
-
-def median_ms(run: Callable[[], object], device: torch.device, repeats: int, warmup: int) -> float:
-    """Median wall time of ``run()`` over ``repeats`` calls after ``warmup`` calls, ms (CUDA events on GPU)."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            run()
-            end.record()
-            torch.cuda.synchronize(device)
-            elapsed = start.elapsed_time(end)
-        else:
-            tick = time.perf_counter()
-            run()
-            elapsed = (time.perf_counter() - tick) * 1e3
-        if i >= warmup:
-            times.append(elapsed)
-    return statistics.median(times)
 
 
 def measure(
@@ -188,7 +126,7 @@ def _run_records(jobs: list[tuple], json: str | None, overwrite: bool) -> None:
         print(f"{name:>28} {record['size']:>4}^3  {timing}  {record['device']}")
         records.append(record)
     if json is not None:
-        atomic_write(json, lambda tmp: tmp.write_text(dumps(records, indent=4) + "\n"), overwrite)
+        write_json(json, records, overwrite)
         print(f"wrote {json}")
 
 
@@ -226,7 +164,9 @@ def measure_network(op: str, size: int, preset: str, device: str, dtype: str, re
     if op == "train_iteration":
         discriminator = MultiScalePatchDiscriminator3d().to(dev, dt)
         optimizers = [torch.optim.Adam(m.parameters()) for m in (model, discriminator)]
-        trainer = PairedGanTrainer(dev, 1, [], model, discriminator, *optimizers, GeneratorLoss(model.projector))
+        trainer = PairedGanTrainer(
+            dev, 1, [], model, discriminator, *optimizers, GeneratorLoss(model.projector), model.projector.backproject
+        )
         target = torch.rand(1, 1, size, size, size, generator=generator, device=dev, dtype=dt)
 
     def run() -> None:
@@ -339,7 +279,7 @@ def phantoms(json: str | None = None, n: int = 20, size: int = 128, threads: int
     }
     print(dumps(record))
     if json is not None:
-        atomic_write(json, lambda tmp: tmp.write_text(dumps([record], indent=4) + "\n"), overwrite)
+        write_json(json, [record], overwrite)
 
 
 def demo(out: str = "demo", overwrite: bool = False) -> None:
@@ -367,20 +307,16 @@ def demo(out: str = "demo", overwrite: bool = False) -> None:
         atomic_write(paths[f"{name}.png"], lambda tmp, png=png: png.save(tmp, format="PNG"), overwrite)
     volume = nib.Nifti1Image(hu.numpy().astype(np.int16), geometry.affine)
     atomic_write(paths["phantom.nii.gz"], lambda tmp: nib.save(volume, tmp), overwrite)
-    text = dumps(geometry.to_dict(), indent=4) + "\n"
-    atomic_write(paths["geometry.json"], lambda tmp: tmp.write_text(text), overwrite)
+    write_json(paths["geometry.json"], geometry.to_dict(), overwrite)
     print("\n".join(map(str, paths.values())))
 
 
 def main() -> None:
-    try:
-        fire.Fire({"projector": projector, "networks": networks, "phantoms": phantoms, "demo": demo})
-    except (ValueError, FileExistsError) as error:  # the user's input: a message, not a traceback
-        sys.exit(f"error: {error}")
+    run_commands({"projector": projector, "networks": networks, "phantoms": phantoms, "demo": demo})
 
 
 if __name__ == "__main__":
     main()
 
 
-__all__ = ["OPS", "demo", "device_name", "measure", "median_ms", "memory_baseline", "peak_memory_mb", "projector"]
+__all__ = ["NETWORK_OPS", "OPS", "demo", "measure", "measure_network", "networks", "phantoms", "projector"]

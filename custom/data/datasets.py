@@ -32,11 +32,10 @@ from typing import Any, cast
 
 import numpy as np
 import torch
-from custom.data.ct import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
+from custom.data.ct_files import DICOM_SUFFIXES, ITK_SUFFIXES, NIFTI_SUFFIXES
 from custom.errors import InvalidInputError
-from custom.files import has_dicom_marker, visible_files
+from custom.files import has_dicom_marker, safe_case_id, visible_files
 from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
-from custom.outputs.reconstruction import safe_case_id
 from custom.phantom import case_seed, make_phantom
 from custom.phantom.labels import structure_map
 from monai.data import MetaTensor
@@ -78,7 +77,7 @@ def ct_folder_datalist(root: str | os.PathLike) -> list[dict[str, Any]]:
     """Every CT below ``root``: volume files (NIfTI, NRRD, MetaImage) and DICOM series folders.
 
     A folder counts as one DICOM series if any of its own files is DICOM (a DICOMDIR does not count);
-    :class:`~custom.data.ct.LoadCT` reports a folder that mixes series. Symbolic links to folders are
+    :class:`~custom.data.ct_files.LoadCT` reports a folder that mixes series. Symbolic links to folders are
     followed (each real folder once, :func:`~custom.files.visible_files`). Hidden files and folders, and
     volumes named as label maps (ending in :data:`LABEL_MAP_ENDINGS` before the suffix, such as the
     phantom CLI's ``phantom_000_labels.nii.gz``), are skipped.

@@ -16,15 +16,9 @@ from collections.abc import Hashable, Mapping
 from typing import Any
 
 import torch
-from custom.metrics.physical import BONE_HU
-from custom.phantom.labels import LABELS, OTHER_BONE, STRUCTURES, tissues_from_structures
+from custom.imaging.physics import AIR_THRESHOLD_HU, BONE_HU
+from custom.phantom.labels import BONE_CLASS, LABELS, VOCABULARIES, tissues_from_structures
 from monai.transforms import MapTransform
-
-AIR_THRESHOLD_HU = -500.0  # HU; below it a voxel is background
-
-
-VOCABULARIES = {"tissues": LABELS, "structures": STRUCTURES}
-BONE_CLASS = {"tissues": LABELS["bone"], "structures": STRUCTURES[OTHER_BONE]}  # bone of a CT without labels
 
 
 def labels_from_hu(hu: torch.Tensor, vocabulary: str = "tissues") -> torch.Tensor:
@@ -93,4 +87,4 @@ class SplitStructuredPredictiond(MapTransform):
         return d
 
 
-__all__ = ["AIR_THRESHOLD_HU", "VOCABULARIES", "SplitStructuredPredictiond", "StructureLabelsd", "labels_from_hu"]
+__all__ = ["SplitStructuredPredictiond", "StructureLabelsd", "labels_from_hu"]

@@ -11,7 +11,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 import torch
-from custom.data.ct import sample_voxels
+from custom.data.canonicalise import interpolate_at
 from custom.imaging.geometry import rotation_matrix
 from custom.imaging.physics import AIR_HU
 from monai.config import KeysCollection
@@ -38,7 +38,7 @@ def rigid_motion(
     shift = torch.as_tensor(np.asarray(shift_voxels, dtype=np.float64))
     index = (out - centre - shift) @ torch.from_numpy(np.asarray(rotation, dtype=np.float64)) + centre
     # 2. sample there, with the padding value outside the grid
-    return sample_voxels(volume, index, padding, mode)
+    return interpolate_at(volume, index, padding, mode)
 
 
 class RandHeadPosed(MapTransform, RandomizableTransform):

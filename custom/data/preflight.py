@@ -27,7 +27,6 @@ line (:func:`custom.errors.report_user_errors`).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -39,7 +38,7 @@ from typing import Any
 import torch
 from custom.data.xray import MAX_UPSAMPLING
 from custom.errors import ExistingOutputError, InvalidInputError, MissingInputError, one_line
-from custom.files import atomic_write, check_output_folder, recover_staged
+from custom.files import check_output_folder, recover_staged, write_json
 
 logger = logging.getLogger(__name__)
 SHOWN = 5  # names given in a message before "and N more"
@@ -167,7 +166,7 @@ def inference_cases(
     if bad:
         report = folder / f"skipped_cases_{time.strftime('%Y%m%d-%H%M%S')}.json"
         content = {"reconstructed": len(good), "skipped": bad}
-        atomic_write(report, lambda tmp: tmp.write_text(json.dumps(content, indent=4) + "\n"))
+        write_json(report, content)
         logger.warning(f"skipped {len(bad)} of {len(datalist)} cases; see {report}.")
     return good
 

@@ -146,7 +146,7 @@ class SimulateBiplanarXRay(Randomizable, Transform):
         if tuple(volume.shape) != self.geometry.vol_shape:
             raise ValueError(
                 f"the CT must be (1, X, Y, Z) or (X, Y, Z) on the grid {self.geometry.vol_shape}; got "
-                f"{tuple(ct.shape)}. Canonicalise it first (custom.data.ct.CanonicaliseCT)."
+                f"{tuple(ct.shape)}. Canonicalise it first (custom.data.canonicalise.CanonicaliseCT)."
             )
         if randomize:
             self.randomize()

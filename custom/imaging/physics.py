@@ -24,6 +24,8 @@ import torch
 
 MU_WATER = 0.02059  # 1/mm, water at 60 keV
 AIR_HU = -1024.0  # HU, air as CT scanners store it; the value outside every canonical CT and phantom
+AIR_THRESHOLD_HU = -500.0  # HU; below it a voxel is air (background), above it tissue
+BONE_HU = 300.0  # HU; above it a voxel is bone (bone masks, Dice, surfaces, labels from HU)
 
 
 def hu_to_mu(hu: torch.Tensor, mu_water: float = MU_WATER) -> torch.Tensor:
@@ -151,6 +153,8 @@ def normalise_radiograph(image: torch.Tensor, percentiles: tuple[float, float] =
 
 
 __all__ = [
+    "AIR_THRESHOLD_HU",
+    "BONE_HU",
     "AIR_HU",
     "DISPLAY_PERCENTILES",
     "MU_WATER",

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import partial
 
 import torch
-from custom.imaging.physics import AIR_HU
+from custom.imaging.physics import AIR_HU, BONE_HU
 from monai.metrics import (
     CumulativeIterationMetric,
     SSIMMetric,
@@ -35,7 +35,6 @@ from monai.metrics import (
 
 WINDOW_HU = (AIR_HU, AIR_HU + 2500.0)  # HU; the physical metrics' window and data range
 DATA_RANGE_HU = WINDOW_HU[1] - WINDOW_HU[0]
-BONE_HU = 300.0  # HU; threshold of the bone masks
 BONE_HU_LOW = 200.0  # HU; the second, lower bone threshold the protocol reports
 
 
@@ -188,7 +187,6 @@ class CaseMetric(CumulativeIterationMetric):
 
 
 __all__ = [
-    "BONE_HU",
     "BONE_HU_LOW",
     "as_case_pair",
     "as_cases",

@@ -22,9 +22,9 @@ import math
 import statistics
 
 import torch
-from custom.data.simulate import SimulateBiplanarXRay
 from custom.imaging.geometry import BiplanarGeometry
-from custom.imaging.physics import normalise_radiograph
+from custom.imaging.physics import hu_to_mu, normalise_radiograph
+from custom.imaging.projector import Projector
 from custom.metrics.paper import paper_metrics
 from custom.metrics.physical import as_case_pair, bone_surface_distances, case_metrics, projection_psnr
 
@@ -56,15 +56,17 @@ class CaseEvaluator:
     ``{"track_a": {name: value}, "track_b": {name: value}}`` with the names of :data:`TRACKS`.
     """
 
-    def __init__(self, geometry: BiplanarGeometry | dict | None = None) -> None:
-        if isinstance(geometry, dict):
-            geometry = BiplanarGeometry.from_dict(geometry)
+    def __init__(self, geometry: BiplanarGeometry | None = None) -> None:
         self.geometry = geometry or BiplanarGeometry()
-        self.drr_simulator = SimulateBiplanarXRay(self.geometry, normalise=False)
+        self.projector = Projector(self.geometry)
 
+    @torch.no_grad()
     def drr(self, hu: torch.Tensor) -> torch.Tensor:
-        """The X-rays (2, H, W) in [0, 1] an ideal detector records of a CT (X, Y, Z) in HU; black where empty."""
-        log_images = self.drr_simulator(hu)
+        """The X-rays (2, H, W) in [0, 1] an ideal detector records of a CT (X, Y, Z) in HU; black where empty.
+
+        An ideal detector's log image is the line integrals themselves, normalised as real X-rays are.
+        """
+        log_images = self.projector(hu_to_mu(hu.float())[None, None])[0, 0]  # (2, H, W)
         return torch.stack(
             [
                 normalise_radiograph(image) if image.max() > image.min() else torch.zeros_like(image)

@@ -6,21 +6,19 @@ Track A and Track B) for each case an evaluator runs and, when the run completes
 cases and, per track, the mean, standard deviation, median, minimum and maximum of each metric). It
 reads decollated evaluator outputs whose ``pred`` and ``label`` are (1, X, Y, Z) CTs in HU (the
 bundle's evaluation post-processing converts them); case names and input X-rays come from the batch.
-Non-finite values (the infinite PSNR of a perfect reconstruction) are written as the strings
-``"inf"``, ``"-inf"`` or ``"nan"``, so the summary stays valid JSON.
+Both are written by :func:`custom.files.write_csv` and :func:`custom.files.write_json`: non-finite
+values (the infinite PSNR of a perfect reconstruction) are written as the strings ``"inf"``, ``"-inf"``
+or ``"nan"``, so the summary stays valid JSON.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 import os
 from pathlib import Path
 from typing import Any
 
-from custom.files import atomic_write, refuse_existing
+from custom.files import refuse_existing, write_csv, write_json
 from custom.imaging.geometry import BiplanarGeometry
 from custom.metrics.protocol import TRACKS, CaseEvaluator, summarise
 from custom.metrics.structures import STRUCTURE_METRICS, structure_metrics
@@ -30,10 +28,6 @@ from ignite.engine import Engine, Events
 def _items(output: Any) -> list[dict[str, Any]]:
     """An engine's output as a list of per-case dicts (decollated or a batch of one)."""
     return list(output) if isinstance(output, list) else [output]
-
-
-def _json_number(value: float) -> float | str:
-    return value if math.isfinite(value) else str(value)
 
 
 class CaseMetricsReport:
@@ -55,7 +49,7 @@ class CaseMetricsReport:
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        geometry: BiplanarGeometry | dict,
+        geometry: BiplanarGeometry,
         case_key: str = "case",
         image_key: str = "image",
         overwrite: bool = False,
@@ -88,7 +82,7 @@ class CaseMetricsReport:
             self.rows.append(row)
 
     def summary(self) -> dict[str, Any]:
-        """Statistics of each metric over the cases, per track (an infinite PSNR gives mean "inf", std "nan")."""
+        """Statistics of each metric over the cases, per track (an infinite PSNR gives mean inf, std nan)."""
         result: dict[str, Any] = {"cases": len(self.rows)}
         for track, names in self.tracks.items():
             result[track] = {}
@@ -98,20 +92,13 @@ class CaseMetricsReport:
                     values = [v for v in values if not math.isnan(v)]
                     if not values:
                         continue
-                statistic = summarise(values)
-                result[track][name] = {key: _json_number(value) for key, value in statistic.items()}
+                result[track][name] = summarise(values)
         return result
 
     def _write(self, engine: Engine) -> None:
-        table = io.StringIO()
-        writer = csv.DictWriter(
-            table, fieldnames=["case", *(name for names in self.tracks.values() for name in names)], lineterminator="\n"
-        )
-        writer.writeheader()
-        writer.writerows(self.rows)
-        atomic_write(self.paths["csv"], lambda tmp: tmp.write_text(table.getvalue()), self.overwrite)
-        text = json.dumps(self.summary(), indent=4, allow_nan=False) + "\n"
-        atomic_write(self.paths["json"], lambda tmp: tmp.write_text(text), self.overwrite)
+        columns = ["case", *(name for names in self.tracks.values() for name in names)]
+        write_csv(self.paths["csv"], self.rows, columns, self.overwrite)
+        write_json(self.paths["json"], self.summary(), self.overwrite)
 
 
 __all__ = ["CaseMetricsReport"]

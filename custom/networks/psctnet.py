@@ -84,12 +84,15 @@ class PSCTNet(nn.Module):
         decode_factor: the encoder-decoder runs on views and a grid this many times coarser, fed by
             space-to-depth folding (needs ``residual``: the guided correction returns to the full
             grid). Defaults to 1.
+        projector: the projector of BP-I, BP-C and the floor, shared with the loss and the trainer (the
+            bundle's configs build one ``projector`` item and hand it to all three); its geometry is the
+            network's. Built from ``geometry`` when omitted.
 
     Options of a module that is switched off (e.g. ``agp_prior`` with ``agp=False``) are ignored.
 
     Raises:
         ValueError: fewer than two levels, grid or detector sides not divisible by ``2^L``, BP-C
-            without BP-I, or invalid module options.
+            without BP-I, invalid module options, or a geometry other than the projector's.
     """
 
     def __init__(
@@ -113,9 +116,12 @@ class PSCTNet(nn.Module):
         dropout_rate: float = 0.0,
         residual: bool = True,
         decode_factor: int = 1,
+        projector: Projector | None = None,
     ) -> None:
         super().__init__()
-        geometry = geometry or BiplanarGeometry()
+        if projector is not None and geometry is not None and geometry != projector.geometry:
+            raise ValueError(f"the geometry {geometry} is not the projector's, {projector.geometry}.")
+        geometry = projector.geometry if projector is not None else geometry or BiplanarGeometry()
         channels = tuple(int(c) for c in channels)
         levels = len(channels) - 1
         # 1. check the configuration
@@ -135,7 +141,7 @@ class PSCTNet(nn.Module):
         grid = tuple(n // divisor for n in geometry.vol_shape)
         det = tuple(n // divisor for n in geometry.det_shape)
         self.geometry = geometry
-        self.projector = Projector(geometry)
+        self.projector = projector or Projector(geometry)
         self.decode_factor = decode_factor
         coarse = geometry.resampled(
             tuple(n // decode_factor for n in geometry.vol_shape), tuple(n // decode_factor for n in geometry.det_shape)
@@ -261,13 +267,13 @@ ABLATIONS: dict[str, dict[str, bool]] = {  # the paper's ablation table and the 
 
 
 def psctnet(
-    preset: str = "default", geometry: BiplanarGeometry | dict | None = None, variant: str = "psctnet", **overrides: Any
+    preset: str = "default", geometry: BiplanarGeometry | None = None, variant: str = "psctnet", **overrides: Any
 ) -> PSCTNet:
     """A PSCT-Net generator from a size preset, an ablation variant and any constructor overrides.
 
     Args:
         preset: ``tiny``, ``default`` or ``paper`` (see :data:`PRESETS`). Defaults to ``default``.
-        geometry: the acquisition, or its dict form (bundle configs). Defaults to ``BiplanarGeometry()``.
+        geometry: the acquisition. Defaults to the projector's geometry, or ``BiplanarGeometry()``.
         variant: a module set from :data:`ABLATIONS`. Defaults to ``psctnet`` (all modules).
         **overrides: :class:`PSCTNet` arguments, applied last.
 
@@ -278,8 +284,6 @@ def psctnet(
         raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}.")
     if variant not in ABLATIONS:
         raise ValueError(f"variant must be one of {sorted(ABLATIONS)}, got {variant!r}.")
-    if isinstance(geometry, dict):
-        geometry = BiplanarGeometry.from_dict(geometry)
     return PSCTNet(geometry, **{**PRESETS[preset], **ABLATIONS[variant], **overrides})
 
 

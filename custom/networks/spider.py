@@ -75,7 +75,7 @@ class SPIDER(nn.Module):
 
     def __init__(
         self,
-        geometry: BiplanarGeometry | dict | None = None,
+        geometry: BiplanarGeometry | None = None,
         num_classes: int = 4,
         unet_features: Sequence[int] = (16, 16, 32, 64, 128, 16),
         feature_channels: int = 32,
@@ -94,9 +94,7 @@ class SPIDER(nn.Module):
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
-        self.geometry = (
-            BiplanarGeometry.from_dict(geometry) if isinstance(geometry, dict) else geometry or BiplanarGeometry()
-        )
+        self.geometry = geometry or BiplanarGeometry()
         self.num_classes, self.decoder, self.chunk_size = num_classes, decoder, chunk_size
         self.encoder = BasicUNet(2, 1, feature_channels, tuple(unet_features))
         self.hash = HashEncoding(

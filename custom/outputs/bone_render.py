@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from custom.metrics.physical import BONE_HU
+from custom.imaging.physics import BONE_HU
 
 RENDER_VIEWS = ("frontal", "lateral")
 

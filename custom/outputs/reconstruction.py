@@ -16,41 +16,25 @@ case named ``<case>`` it writes, in ``output_dir``:
 A case's outputs are written together (:func:`custom.files.write_together`): into a staging folder
 inside ``output_dir``, then moved into place, so a refusal to overwrite, a failure or a kill part-way
 leaves the whole case or nothing of it (the next run finishes or removes what a killed one left).
-Case names are made file-safe by :func:`safe_case_id`, so no name can reach outside ``output_dir``.
+Case names are made file-safe by :func:`custom.files.safe_case_id`, so no name can reach outside ``output_dir``.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from custom.files import refuse_existing, write_together
+from custom.files import refuse_existing, safe_case_id, write_together
 from custom.imaging.geometry import BiplanarGeometry
 from custom.imaging.physics import network_to_hu
 from custom.outputs.montage import montage
 from custom.outputs.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
 from custom.phantom import LABELS
 from monai.transforms import MapTransform
-
-MAX_CASE_ID_LENGTH = 120
-
-
-def safe_case_id(case: Any) -> str:
-    """A file-name-safe case id: letters, digits, ``.``, ``_`` and ``-`` kept, anything else as ``_``.
-
-    Path separators and ``..`` cannot survive, and leading or trailing ``.``, ``_`` and ``-`` are
-    dropped, so ``output_dir / case`` stays inside ``output_dir`` and is not hidden or taken for an
-    option. Raises ValueError for a name with no usable character.
-    """
-    text = re.sub(r"\.{2,}", "_", re.sub(r"[^A-Za-z0-9._-]", "_", str(case))).strip("._-")[:MAX_CASE_ID_LENGTH]
-    if not text:
-        raise ValueError(f"case id {case!r} has no character usable in a file name.")
-    return text
 
 
 class SaveReconstructiond(MapTransform):
@@ -153,4 +137,4 @@ class SaveReconstructiond(MapTransform):
         return d
 
 
-__all__ = ["MAX_CASE_ID_LENGTH", "SaveReconstructiond", "safe_case_id"]
+__all__ = ["SaveReconstructiond"]

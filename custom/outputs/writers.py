@@ -8,7 +8,9 @@ DICOM series: one axial slice per file, in the patient's LPS frame as DICOM requ
 anterior -> posterior, columns the patient's right -> left (ImageOrientationPatient 1\\0\\0\\0\\1\\0), slice
 ``k`` at the grid's ``z_k``; CT Image Storage with fresh UIDs, Modality CT, RescaleSlope 1 and
 RescaleIntercept 0 (stored values are HU). The series goes to a temporary folder beside the target
-and is moved into place when every slice is written.
+and is moved into place when every slice is written. :func:`save_dicom` saves a file in the DICOM file
+format with pydicom 3 (the bundle's) or 2.4 (the MONAI Label environment's, whose ``pydicom-seg``
+cannot import pydicom 3).
 
 Bone surface: the iso-surface at a HU level (marching cubes, ITK's ``BinaryMask3DMeshSource``) as a
 binary STL in LPS millimetres (the DICOM frame, which 3D Slicer assumes for STL; the header says
@@ -23,12 +25,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import torch
-from custom.data.dicom_compat import save_dicom
 from custom.files import atomic_folder, atomic_write, refuse_existing
 from custom.imaging.geometry import BiplanarGeometry
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+_PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3  # save_as takes enforce_file_format from pydicom 3
 
 
 def _int16_hu(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry) -> np.ndarray:
@@ -41,6 +45,20 @@ def _int16_hu(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry) -> np.n
         raise ValueError("the CT contains NaN or infinite values.")
     info = np.iinfo(np.int16)
     return np.clip(np.round(volume), info.min, info.max).astype(np.int16)
+
+
+def save_dicom(dataset: pydicom.Dataset, path: str | os.PathLike) -> None:
+    """Save ``dataset`` as a DICOM file (preamble, ``DICM``, file meta) with its file meta's transfer syntax.
+
+    pydicom 3 does so with ``enforce_file_format=True``; pydicom 2.4 with ``write_like_original=False``,
+    and it wants the encoding on the dataset.
+    """
+    if _PYDICOM_3:
+        dataset.save_as(path, enforce_file_format=True)
+        return
+    syntax = dataset.file_meta.TransferSyntaxUID
+    dataset.is_little_endian, dataset.is_implicit_VR = syntax.is_little_endian, syntax.is_implicit_VR
+    dataset.save_as(path, write_like_original=False)
 
 
 def write_ct_nifti(
@@ -239,4 +257,12 @@ def write_bone_stl(
     return atomic_write(path, write, overwrite)
 
 
-__all__ = ["NoBoneError", "bone_surface", "write_bone_stl", "write_ct_dicom", "write_ct_nifti", "write_label_nifti"]
+__all__ = [
+    "NoBoneError",
+    "bone_surface",
+    "save_dicom",
+    "write_bone_stl",
+    "write_ct_dicom",
+    "write_ct_nifti",
+    "write_label_nifti",
+]

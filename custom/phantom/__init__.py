@@ -4,12 +4,14 @@ Pediatric skull CT is private, so the bundle draws its default training data her
 concept: :mod:`~custom.phantom.atlas` (the measured calvaria and adult skull base), :mod:`~.norms`
 (published growth figures and stated assumptions), :mod:`~.parameters` (one case drawn from a seed),
 :mod:`~.calvarium`, :mod:`~.base_face` and :mod:`~.soft_tissue` (the anatomy), :mod:`~.labels` (label
-vocabularies), :mod:`~.render` (composition), :mod:`~.realism` (the report against the normative
-tables) and :mod:`~.cli` (``python -m custom.cli.phantoms generate|validate|fit``).
+vocabularies), :mod:`~.render` (composition) and :mod:`~.realism` (the report against the normative
+tables). Their command line is :mod:`custom.cli.phantoms` (``python -m custom.cli.phantoms
+generate|validate|fit``); nothing here imports the data pipeline.
 """
 
+from custom.phantom.atlas import VAULT_TYPES
 from custom.phantom.labels import BONE_LABELS, BONES, LABELS, OPENINGS, STRUCTURES, SUTURES
-from custom.phantom.parameters import VARIANTS, PhantomParameters, sample_parameters
+from custom.phantom.parameters import PhantomParameters, sample_parameters
 from custom.phantom.render import Phantom, case_seed, make_phantom, render
 
 __all__ = [
@@ -19,7 +21,7 @@ __all__ = [
     "OPENINGS",
     "STRUCTURES",
     "SUTURES",
-    "VARIANTS",
+    "VAULT_TYPES",
     "Phantom",
     "PhantomParameters",
     "case_seed",

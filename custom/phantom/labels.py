@@ -55,6 +55,8 @@ STRUCTURES = {  # SPIDER's structure classes: tissues with bone split by bone, a
     "fontanelle": 5 + len(BONES),  # an open fontanelle
 }
 BONE_STRUCTURES = tuple(range(3, 4 + len(BONES)))  # structure classes that are bone
+VOCABULARIES = {"tissues": LABELS, "structures": STRUCTURES}  # the label maps a case can carry, by name
+BONE_CLASS = {"tissues": LABELS["bone"], "structures": STRUCTURES[OTHER_BONE]}  # bone of a CT without labels
 
 
 def structure_map(labels: torch.Tensor, bones: torch.Tensor, openings: torch.Tensor) -> torch.Tensor:
@@ -86,6 +88,8 @@ def suture_between(first: int, second: int) -> str | None:
 
 
 __all__ = [
+    "BONE_CLASS",
+    "VOCABULARIES",
     "BONE_STRUCTURES",
     "BONES",
     "BONE_LABELS",

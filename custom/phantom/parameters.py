@@ -13,8 +13,7 @@ import numpy as np
 from custom.phantom import norms
 from custom.phantom.atlas import VAULT_TYPES, Atlas, load_atlas
 
-VARIANTS = VAULT_TYPES  # normal growth and the growth model's four single-suture synostoses
-FUSED = {  # sutures closed from birth by each variant
+FUSED = {  # sutures closed from birth by each vault type (normal growth and four single-suture synostoses)
     "normal": (),
     "metopic": ("metopic",),
     "sagittal": ("sagittal",),
@@ -36,7 +35,7 @@ class PhantomParameters:
     seed: int
     age_months: float
     sex: str
-    variant: str  # one of VARIANTS
+    variant: str  # one of VAULT_TYPES
     head_circumference_cm: float  # over the scalp, at the widest section
     cephalic_index: float | None  # 100 x breadth / length of the vault; None keeps the variant's own shape
     shape_modes: tuple[float, ...]  # radial modulation coefficients (see SHAPE_MODES)
@@ -74,8 +73,8 @@ def sample_parameters(
     Args:
         seed: seed of the case's random generator.
         age_months: age, months in [0, 24]. Defaults to uniform in [0, 24].
-        variant: one of :data:`VARIANTS`. Defaults to ``normal`` with probability 1/2, else a uniform
-            choice among the four synostoses.
+        variant: the vault type, one of :data:`~custom.phantom.atlas.VAULT_TYPES`. Defaults to ``normal``
+            with probability 1/2, else a uniform choice among the four synostoses.
         sex: ``male`` or ``female``. Defaults to a coin flip.
         pose: draw a random head pose. Defaults to True; False keeps the head upright and centred.
         tooth_buds: add tooth buds to the jaws. Defaults to True.
@@ -100,9 +99,9 @@ def sample_parameters(
     if not 0 <= age <= 24:
         raise ValueError(f"age_months must lie in [0, 24], got {age_months}.")
     if variant is None:
-        variant = "normal" if draws["variant_coin"] < 0.5 else VARIANTS[1 + int(draws["variant"] * 4)]
-    if variant not in VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}.")
+        variant = "normal" if draws["variant_coin"] < 0.5 else VAULT_TYPES[1 + int(draws["variant"] * 4)]
+    if variant not in VAULT_TYPES:
+        raise ValueError(f"variant must be one of {VAULT_TYPES}, got {variant!r}.")
     sex = sex or SEXES[int(draws["sex"] * 2)]
     if sex not in SEXES:
         raise ValueError(f"sex must be one of {SEXES}, got {sex!r}.")
@@ -144,4 +143,4 @@ def sample_parameters(
     )
 
 
-__all__ = ["FUSED", "SEXES", "VARIANTS", "PhantomParameters", "sample_parameters"]
+__all__ = ["FUSED", "SEXES", "PhantomParameters", "sample_parameters"]

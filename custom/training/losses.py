@@ -1,20 +1,27 @@
-"""Training objectives of PSCT-Net (arXiv 2606.19867): LSGAN terms, volume L1 and projection consistency.
+"""The training objectives: PSCT-Net's (LSGAN terms, volume L1, projection consistency) and SPIDER's.
 
-The generator minimises ``lambda_adv * LSGAN + lambda_rec * L1(volume) + lambda_proj * L1(projections)``
-(PSCT-Net: 0.1, 10, 10); the discriminator minimises the LSGAN loss of Mao et al. (ICCV 2017). All
-volumes are on the networks' [0, 1] CT scale (:data:`custom.imaging.physics.NETWORK_HU_RANGE`).
+PSCT-Net (arXiv 2606.19867): the generator minimises ``lambda_adv * LSGAN + lambda_rec * L1(volume) +
+lambda_proj * L1(projections)`` (PSCT-Net: 0.1, 10, 10); the discriminator minimises the LSGAN loss of
+Mao et al. (ICCV 2017). Projection consistency compares projections of the prediction and the target.
+``geometry`` mode projects both through the acquisition's own :class:`~custom.imaging.projector.Projector`
+(the X-rays the network was given, up to the attenuation scale); ``parallel`` mode is PSCT-Net's and
+X2CT-GAN's: the means along the three volume axes. Either way projections are means along the rays
+(sums divided by the grid's depth), so the term is on the volume's scale and its weight means the same
+at any grid.
 
-Projection consistency compares projections of the prediction and the target. ``geometry`` mode
-projects both through the acquisition's own :class:`~custom.imaging.projector.Projector` (the X-rays the
-network was given, up to the attenuation scale); ``parallel`` mode is PSCT-Net's and X2CT-GAN's: the
-means along the three volume axes. Either way projections are means along the rays (sums divided by
-the grid's depth), so the term is on the volume's scale and its weight means the same at any grid.
+SPIDER (arXiv 2507.04684), at query points: ``lambda_rec * L1(intensity) + lambda_seg *
+Dice(softmax(logits), labels)`` (lambda_seg = 0.3 by default), MONAI's soft Dice over all classes,
+computed over the points of each case.
+
+All intensities are on the networks' [0, 1] CT scale (:data:`custom.imaging.physics.NETWORK_HU_RANGE`);
+the weights are arguments, set in the configs.
 """
 
 from __future__ import annotations
 
 import torch
 from custom.imaging.projector import Projector
+from monai.losses import DiceLoss
 from torch import nn
 
 PROJECTION_MODES = ("geometry", "parallel")
@@ -108,10 +115,36 @@ class GeneratorLoss(nn.Module):
         return {"loss": sum(terms.values()), **terms}
 
 
+class SpiderLoss(nn.Module):
+    """Intensity L1 and structure Dice of decoded query points.
+
+    Args:
+        lambda_rec: weight of the intensity L1. Defaults to 1.
+        lambda_seg: weight of the Dice loss. Defaults to 0.3.
+
+    ``forward(pred (B, N, 1 + C), intensity (B, N), labels (B, N) integer classes)`` returns
+    ``{"loss", "rec", "seg"}`` (the weighted terms and their sum).
+    """
+
+    def __init__(self, lambda_rec: float = 1.0, lambda_seg: float = 0.3) -> None:
+        super().__init__()
+        if lambda_rec < 0 or lambda_seg < 0:
+            raise ValueError(f"loss weights must be >= 0, got {lambda_rec}, {lambda_seg}.")
+        self.lambda_rec, self.lambda_seg = lambda_rec, lambda_seg
+        self.dice = DiceLoss(to_onehot_y=True, softmax=True)
+
+    def forward(self, pred: torch.Tensor, intensity: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        rec = self.lambda_rec * (pred[..., 0] - intensity).abs().mean()
+        logits = pred[..., 1:].transpose(1, 2)  # (B, C, N)
+        seg = self.lambda_seg * self.dice(logits, labels[:, None].long())
+        return {"loss": rec + seg, "rec": rec, "seg": seg}
+
+
 __all__ = [
     "PROJECTION_MODES",
     "GeneratorLoss",
     "ProjectionConsistencyLoss",
+    "SpiderLoss",
     "lsgan_discriminator_loss",
     "lsgan_generator_loss",
 ]

@@ -2,7 +2,7 @@
 
 Each iteration encodes the batch's views once, draws ``points`` voxel centres per case (uniform plus
 bone-boundary voxels, :func:`custom.data.points.sample_voxels`), decodes them with the network's
-``query`` and takes one optimiser step on :class:`custom.training.spider_loss.SpiderLoss`. Whole volumes are
+``query`` and takes one optimiser step on :class:`custom.training.losses.SpiderLoss`. Whole volumes are
 never decoded during training, which is what makes implicit networks cheap to train at any grid.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from custom.data.points import sample_voxels
 from custom.phantom import LABELS
-from custom.training.gan_trainer import CudaAmpTrainer
+from custom.training.trainer import CudaAmpTrainer
 from monai.engines.utils import IterationEvents
 
 
@@ -35,9 +35,8 @@ class PointSampledTrainer(CudaAmpTrainer):
         bone_classes: the label values that are bone (boundary points are drawn on their edges).
             Defaults to the tissue vocabulary's bone; SPIDER's structures have eight bone classes
             (:data:`custom.phantom.labels.BONE_STRUCTURES`).
-        amp: mixed precision on CUDA (ignored elsewhere). Defaults to False.
-        epoch_length, non_blocking, train_handlers, postprocessing, decollate: as
-            :class:`~custom.training.gan_trainer.CudaAmpTrainer`.
+        trainer_args: passed to :class:`~custom.training.trainer.CudaAmpTrainer` (``amp``,
+            ``epoch_length``, ``train_handlers``, ``decollate``...).
 
     Each iteration's output: the floats ``loss``, ``rec`` and ``seg``. Points are drawn from torch's
     global random state, which the bundle's checkpoints carry, so a resume continues exactly. One
@@ -58,24 +57,9 @@ class PointSampledTrainer(CudaAmpTrainer):
         target_key: str = "label",
         labels_key: str = "labels",
         bone_classes: Sequence[int] = (LABELS["bone"],),
-        amp: bool = False,
-        epoch_length: int | None = None,
-        non_blocking: bool = False,
-        train_handlers: Sequence | None = None,
-        postprocessing: Callable | None = None,
-        decollate: bool = False,
+        **trainer_args: Any,
     ) -> None:
-        super().__init__(
-            device,
-            max_epochs,
-            train_data_loader,
-            amp,
-            epoch_length,
-            non_blocking,
-            train_handlers=train_handlers,
-            postprocessing=postprocessing,
-            decollate=decollate,
-        )
+        super().__init__(device, max_epochs, train_data_loader, **trainer_args)
         self.network, self.optimizer, self.loss_function = network, optimizer, loss_function
         self.points, self.boundary_fraction, self.bone_classes = points, boundary_fraction, tuple(bone_classes)
         self.image_key, self.target_key, self.labels_key = image_key, target_key, labels_key
@@ -103,9 +87,7 @@ class PointSampledTrainer(CudaAmpTrainer):
         with torch.autocast(device.type, enabled=self.amp):
             pred = network.query(network.view_features(views), points)
         terms = self.loss_function(pred.float(), intensity.float(), classes)
-        self.grad_scaler.scale(terms["loss"]).backward()
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
+        self.step(terms["loss"], self.optimizer, self.grad_scaler)
         engine.state.output = {name: value.item() for name, value in terms.items()}
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
