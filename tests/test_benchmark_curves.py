@@ -10,13 +10,12 @@ from custom.benchmark.profiles import PROFILES
 from PIL import Image
 from test_benchmark_run import TINY as RUN_TINY
 
-pytestmark = pytest.mark.slow  # trains for the learning curves
-
 TINY = replace(  # the side-by-side benchmark's tiny profile with a validation split to measure on
     RUN_TINY, name="tiny_curves", overrides={**RUN_TINY.overrides, "split_fractions": [0.5, 0.25, 0.25]}
 )
 
 
+@pytest.mark.slow
 def test_a_curve_runs_on_training_time_and_starts_from_the_untrained_model(tmp_path):
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(PROFILES, TINY.name, TINY)
@@ -38,6 +37,7 @@ def test_fitted_methods_unknown_profiles_and_bad_times_are_refused(tmp_path):
             curves(out=str(tmp_path), **{"methods": "psctnet", **arguments})
 
 
+@pytest.mark.slow
 def test_a_training_runs_curve_is_read_from_its_events(tmp_path):
     from torch.utils.tensorboard import SummaryWriter
 

@@ -9,8 +9,6 @@ from custom.benchmark.profiles import PROFILES, Profile
 from custom.metrics.protocol import TRACK_A, TRACK_B
 from monai.bundle import ConfigParser
 
-pytestmark = pytest.mark.slow  # runs the side-by-side benchmark
-
 TINY = Profile(
     "tiny",
     budget=3,
@@ -53,6 +51,7 @@ def results(tmp_path_factory):
     return out, records
 
 
+@pytest.mark.slow
 def test_every_result_file_is_written_with_one_record_per_method(results):
     out, records = results
     for name in ("results.json", "results.csv", "cases.csv", "results.md", "comparison.png"):
@@ -71,6 +70,7 @@ def test_every_result_file_is_written_with_one_record_per_method(results):
     assert "bone_dice_labels" in (out / "cases.csv").read_text().splitlines()[0]
 
 
+@pytest.mark.slow
 def test_methods_see_the_same_data_and_seed_whatever_ran_before(results):
     _, records = results
     x2ct, twin = records[1], records[2]
@@ -79,6 +79,7 @@ def test_methods_see_the_same_data_and_seed_whatever_ran_before(results):
     assert x2ct["track_b"]["psnr_3d"] != atlas and abs(x2ct["track_b"]["psnr_3d"] - atlas) < 0.5
 
 
+@pytest.mark.slow
 def test_given_weights_are_measured_as_they_are_on_the_same_or_a_larger_test_split(results, tmp_path):
     out, records = results
     given = {"x2ct": str(out / "models" / "x2ct.pt")}
@@ -100,6 +101,7 @@ def test_given_weights_are_measured_as_they_are_on_the_same_or_a_larger_test_spl
     assert smaller_cases < {c["case"] for c in larger[0]["cases"]}  # every held-out case stays held out
 
 
+@pytest.mark.slow
 def test_existing_results_are_refused_before_any_work(results):
     out, _ = results
     with pytest.raises(FileExistsError, match="results.json"):

@@ -72,14 +72,11 @@ def test_the_package_is_a_few_rooms_of_modules_under_500_lines():
 @pytest.mark.parametrize(
     ("room", "forbidden"),
     [
-        ("data", ("custom.metrics", "custom.outputs", "custom.cli")),  # inputs never import output code
-        ("metrics", ("custom.data", "custom.cli")),
-        ("outputs", ("custom.data", "custom.cli")),
-        ("imaging", ("custom.data", "custom.phantom", "custom.networks", "custom.cli")),
-        ("phantom", ("custom.data", "custom.cli")),
-        ("networks", ("custom.data", "custom.cli")),
-        ("training", ("custom.cli",)),
-        ("benchmark", ("custom.cli",)),
+        ("data", ("custom.metrics", "custom.outputs")),  # inputs never import output code
+        ("metrics", ("custom.data",)),
+        ("outputs", ("custom.data",)),
+        ("phantom", ("custom.data", "custom.networks", "custom.training", "custom.metrics", "custom.outputs")),
+        ("networks", ("custom.data", "custom.training", "custom.metrics", "custom.outputs")),
     ],
 )
 def test_rooms_import_only_downward(room, forbidden):
@@ -88,3 +85,16 @@ def test_rooms_import_only_downward(room, forbidden):
         for path in (ROOT / "custom" / room).rglob("*.py")
     }
     assert not {path: modules for path, modules in offending.items() if modules}
+
+
+def test_the_imaging_model_imports_only_itself_and_the_user_errors():
+    imports = set().union(*(_imports(path) for path in (ROOT / "custom" / "imaging").rglob("*.py")))
+    assert {m for m in imports if not m.startswith(("custom.imaging", "custom.errors"))} == set()
+
+
+def test_no_library_module_imports_a_command_line():
+    library = [path for path in (ROOT / "custom").rglob("*.py") if "cli" not in path.relative_to(ROOT).parts]
+    offending = {
+        str(path.relative_to(ROOT)) for path in library if any(m.startswith("custom.cli") for m in _imports(path))
+    }
+    assert not offending

@@ -13,12 +13,11 @@ from custom.imaging.ellipsoids import analytic_head
 from custom.imaging.geometry import BiplanarGeometry
 from PIL import Image
 
-pytestmark = pytest.mark.slow  # runs the micro-benchmarks
-
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = {"op": str, "size": int, "device": str, "dtype": str, "median_ms": float, "peak_mem_mb": float}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", OPS)
 def test_measure_returns_a_comparable_record(op):
     record = measure(op, 16, "cpu", "float32", repeats=2, warmup=1)
@@ -27,6 +26,7 @@ def test_measure_returns_a_comparable_record(op):
     assert record["device"].startswith("cpu: ") and "threads" in record["device"]
 
 
+@pytest.mark.slow
 def test_projector_command_writes_json_records(tmp_path):
     out = tmp_path / "projector.json"
     command = [
@@ -56,6 +56,7 @@ def test_projector_rejects_unknown_ops():
         projector(ops=["sideways"])
 
 
+@pytest.mark.slow
 def test_demo_writes_images_that_show_the_patients_left_on_the_right(tmp_path):
     demo(out=str(tmp_path))
     frontal, lateral = (np.asarray(Image.open(tmp_path / f"{name}.png")) for name in ("frontal", "lateral"))
@@ -73,6 +74,7 @@ def test_demo_writes_images_that_show_the_patients_left_on_the_right(tmp_path):
         demo(out=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_phantoms_command_writes_a_timing_record(tmp_path):
     out = tmp_path / "phantoms.json"
     phantoms(json=str(out), n=2, size=32)
@@ -83,6 +85,7 @@ def test_phantoms_command_writes_a_timing_record(tmp_path):
         phantoms(json=str(out), n=1, size=32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("op", NETWORK_OPS)
 def test_measure_network_reports_parameters_and_time(op):
     size = 16 if op.startswith("generator") else 64  # the default discriminator needs 64 voxels per side
@@ -96,6 +99,7 @@ def test_measure_network_reports_parameters_and_time(op):
         assert record["preset"] == "tiny" and record["params"] == parameter_counts(psctnet("tiny", geometry))["total"]
 
 
+@pytest.mark.slow
 def test_networks_command_writes_one_discriminator_record_per_size(tmp_path):
     out = tmp_path / "networks.json"
     networks(

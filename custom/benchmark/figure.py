@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from custom.outputs.bone_render import RENDER_VIEWS, bone_surface
-from custom.outputs.montage import WINDOW_HU, ct_slices
+from custom.outputs.montage import DISPLAY_WINDOW_HU, ct_slices
 from PIL import Image, ImageDraw
 
 LABEL_WIDTH = 96  # pixels for the method's name left of its row
@@ -18,7 +18,7 @@ LABEL_WIDTH = 96  # pixels for the method's name left of its row
 
 def _tiles(hu: torch.Tensor) -> list[np.ndarray]:
     """Slices (windowed to [0, 1]) and bone renders of a CT (X, Y, Z) in HU."""
-    low, high = WINDOW_HU
+    low, high = DISPLAY_WINDOW_HU
     slices = [np.clip((image - low) / (high - low), 0, 1) for image in ct_slices(hu).values()]
     return slices + [bone_surface(hu, view) for view in RENDER_VIEWS]
 

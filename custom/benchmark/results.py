@@ -98,7 +98,7 @@ def markdown(records: list[dict[str, Any]], ood_records: list[dict[str, Any]], s
     lines += _table(records, TRACK_A, lambda r: [r["track_a"][n] for n in TRACK_A], best=True)
     lines += ["", "Efficiency (batch 1; training seconds include data loading and simulation):", ""]
     lines += _table(records, EFFICIENCY, lambda r: [r[n] for n in EFFICIENCY], best=False)
-    lines += ["", "Variants:", ""] + [f"- `{r['variant']}`: {r['description']}" for r in records]
+    lines += ["", "Methods:", ""] + [f"- `{r['variant']}`: {r['description']}" for r in records]
     if ood_records:
         lines += ["", f"## Out of distribution: {settings.get('ood')} (never mixed into the results above)", ""]
         lines += _table(ood_records, TRACK_B, lambda r: [r["track_b"][n] for n in TRACK_B], best=True)

@@ -194,7 +194,7 @@ def split_cases(parser: ConfigParser, source: str, split: str, num_phantoms: int
     set keeps every case's split and adds new cases (more held-out cases, none ever trained on).
     """
     parser = ConfigParser(copy.deepcopy(parser.get()))
-    parser.update({"dataset_dir": source, "validate#datalist": f"$@datalist(split={split!r})"})
+    parser.update({"dataset_dir": source, "validate#datalist": f"$@split_datalist(split={split!r})"})
     if num_phantoms is not None:
         parser["num_phantoms"] = int(num_phantoms)
     parser["keep_keys"] = {

@@ -17,11 +17,19 @@ from custom.errors import one_line
 USER_MISTAKES = (ValueError, FileExistsError, FileNotFoundError)  # the user errors of custom.errors included
 
 
-def run_commands(commands: Callable | dict[str, Callable], **fire_options: Any) -> None:
-    """Run ``commands`` (a function, or commands by name) with python-fire; user mistakes end in one line."""
+def run_commands(
+    commands: Callable | dict[str, Callable],
+    mistakes: tuple[type[BaseException], ...] = USER_MISTAKES,
+    **fire_options: Any,
+) -> None:
+    """Run ``commands`` (a function, or commands by name) with python-fire; ``mistakes`` end in one line.
+
+    A long-running tool whose own ``ValueError`` deserves a traceback narrows ``mistakes`` to
+    :class:`~custom.errors.UserError`.
+    """
     try:
         fire.Fire(commands, **fire_options)
-    except USER_MISTAKES as error:
+    except mistakes as error:
         sys.exit(f"error: {one_line(error)}")
 
 

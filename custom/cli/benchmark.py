@@ -8,7 +8,9 @@ python -m custom.cli.benchmark training_curve --log_dir eval --out DIR
 from custom.benchmark.curves import curves, training_curve
 from custom.benchmark.run import run
 from custom.cli import run_commands
+from custom.errors import UserError
 
 if __name__ == "__main__":
     commands = {"run": run, "curves": curves, "training_curve": training_curve}
-    run_commands(commands, serialize=lambda records: None)  # the results are in files, not printed
+    # the results are in files, not printed; an hour-long run keeps the traceback of anything but a user error
+    run_commands(commands, (UserError,), serialize=lambda records: None)

@@ -150,10 +150,6 @@ def main() -> None:
     run_commands(export)  # prints the output's path
 
 
-if __name__ == "__main__":
-    main()
-
-
 __all__ = [
     "LAYOUTS",
     "MAX_FILE_MB",
@@ -164,3 +160,7 @@ __all__ = [
     "large_files_yml",
     "sha256",
 ]
+
+
+if __name__ == "__main__":
+    main()

@@ -230,8 +230,8 @@ def main() -> None:
     run_commands({"generate": generate, "validate": validate, "fit": fit})
 
 
+__all__ = ["fit", "generate", "main", "validate"]
+
+
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["fit", "generate", "main", "validate"]

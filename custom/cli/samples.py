@@ -50,8 +50,8 @@ def main() -> None:
     run_commands(write_sample_pair)  # prints the written paths
 
 
+__all__ = ["SAMPLE_DETECTOR", "SAMPLE_SEED", "sample_paths", "write_sample_pair"]
+
+
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["SAMPLE_DETECTOR", "SAMPLE_SEED", "sample_paths", "write_sample_pair"]

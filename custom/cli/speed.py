@@ -315,8 +315,8 @@ def main() -> None:
     run_commands({"projector": projector, "networks": networks, "phantoms": phantoms, "demo": demo})
 
 
+__all__ = ["NETWORK_OPS", "OPS", "demo", "measure", "measure_network", "networks", "phantoms", "projector"]
+
+
 if __name__ == "__main__":
     main()
-
-
-__all__ = ["NETWORK_OPS", "OPS", "demo", "measure", "measure_network", "networks", "phantoms", "projector"]

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from custom.data.ct_files import voxel_spacing
 from custom.data.head import LOCATE_SPACING, locate_head
 from custom.imaging.geometry import BiplanarGeometry
-from custom.imaging.physics import AIR_HU, gaussian_blur
+from custom.imaging.physics import AIR_HU, AIR_THRESHOLD_HU, BONE_HU, gaussian_blur
 from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import MapTransform, Transform
@@ -151,8 +151,8 @@ class CanonicaliseCT(Transform):
         self,
         geometry: BiplanarGeometry,
         clip: Sequence[float] = HU_RANGE,  # HU
-        body_threshold: float = -500.0,  # HU
-        bone_threshold: float = 300.0,  # HU
+        body_threshold: float = AIR_THRESHOLD_HU,  # HU
+        bone_threshold: float = BONE_HU,  # HU
         head_height: float | None = None,  # mm
         anti_aliasing: bool = True,
     ) -> None:
@@ -260,8 +260,8 @@ class CanonicaliseCTd(MapTransform):
         geometry: BiplanarGeometry,
         keys: KeysCollection = "ct",
         clip: Sequence[float] = HU_RANGE,  # HU
-        body_threshold: float = -500.0,  # HU
-        bone_threshold: float = 300.0,  # HU
+        body_threshold: float = AIR_THRESHOLD_HU,  # HU
+        bone_threshold: float = BONE_HU,  # HU
         head_height: float | None = None,  # mm
         anti_aliasing: bool = True,
         allow_missing_keys: bool = False,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from custom.imaging.physics import AIR_THRESHOLD_HU, BONE_HU
 
 LOCATE_SPACING = 2.0  # mm, the finest grid the head is located on (connected components cost time)
 
@@ -113,8 +114,8 @@ def locate_head(
     mean: torch.Tensor,
     peak: torch.Tensor,
     affine: np.ndarray,
-    body_threshold: float = -500.0,
-    bone_threshold: float = 300.0,
+    body_threshold: float = AIR_THRESHOLD_HU,
+    bone_threshold: float = BONE_HU,
     head_height: float = 230.0,
     min_bone_fraction: float = 0.01,
 ) -> HeadBox:

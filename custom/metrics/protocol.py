@@ -62,11 +62,19 @@ class CaseEvaluator:
 
     @torch.no_grad()
     def drr(self, hu: torch.Tensor) -> torch.Tensor:
-        """The X-rays (2, H, W) in [0, 1] an ideal detector records of a CT (X, Y, Z) in HU; black where empty.
+        """The X-rays (2, H, W) in [0, 1] an ideal detector records of a CT (1, X, Y, Z) or (X, Y, Z) in HU.
 
-        An ideal detector's log image is the line integrals themselves, normalised as real X-rays are.
+        An ideal detector's log image is the line integrals themselves, normalised as real X-rays are;
+        a CT with nothing to project gives black images.
+
+        Raises:
+            ValueError: a CT off the geometry's grid.
         """
-        log_images = self.projector(hu_to_mu(hu.float())[None, None])[0, 0]  # (2, H, W)
+        volume = torch.as_tensor(hu).as_subclass(torch.Tensor).float()
+        volume = volume[0] if volume.dim() == 4 and volume.shape[0] == 1 else volume
+        if tuple(volume.shape) != self.geometry.vol_shape:
+            raise ValueError(f"the CT must be on the grid {self.geometry.vol_shape}, got {tuple(hu.shape)}.")
+        log_images = self.projector(hu_to_mu(volume)[None, None])[0, 0]  # (2, H, W)
         return torch.stack(
             [
                 normalise_radiograph(image) if image.max() > image.min() else torch.zeros_like(image)

@@ -12,7 +12,7 @@ import torch
 from custom.imaging.geometry import VIEW_NAMES
 from PIL import Image, ImageDraw
 
-WINDOW_HU = (-200.0, 1500.0)  # display window of CT slices
+DISPLAY_WINDOW_HU = (-200.0, 1500.0)  # display window of CT slices
 
 
 def ct_slices(hu: torch.Tensor) -> dict[str, np.ndarray]:
@@ -35,7 +35,7 @@ def montage(hu: torch.Tensor, views: torch.Tensor, title: str = "", height: int 
         title: a line of text above the tiles.
         height: tile height, pixels. Defaults to 256.
     """
-    low, high = WINDOW_HU
+    low, high = DISPLAY_WINDOW_HU
     tiles = {name: (image - low) / (high - low) for name, image in ct_slices(hu.reshape(hu.shape[-3:])).items()}
     tiles.update({name: image.detach().float().cpu().numpy() for name, image in zip(VIEW_NAMES, views)})
     pictures = []
@@ -55,4 +55,4 @@ def montage(hu: torch.Tensor, views: torch.Tensor, title: str = "", height: int 
     return canvas
 
 
-__all__ = ["WINDOW_HU", "ct_slices", "montage"]
+__all__ = ["DISPLAY_WINDOW_HU", "ct_slices", "montage"]

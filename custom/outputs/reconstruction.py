@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from custom.files import refuse_existing, safe_case_id, write_together
 from custom.imaging.geometry import BiplanarGeometry
-from custom.imaging.physics import network_to_hu
+from custom.imaging.physics import BONE_HU, network_to_hu
 from custom.outputs.montage import montage
 from custom.outputs.writers import NoBoneError, write_bone_stl, write_ct_dicom, write_ct_nifti, write_label_nifti
 from custom.phantom import LABELS
@@ -66,7 +66,7 @@ class SaveReconstructiond(MapTransform):
         case_key: Hashable = "case",
         dicom: bool = False,
         stl: bool = False,
-        bone_hu: float = 300.0,  # HU
+        bone_hu: float = BONE_HU,  # HU
         preview: bool = True,
         label_key: Hashable | None = None,
         overwrite: bool = False,

@@ -29,6 +29,7 @@ import pydicom
 import torch
 from custom.files import atomic_folder, atomic_write, refuse_existing
 from custom.imaging.geometry import BiplanarGeometry
+from custom.imaging.physics import BONE_HU
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
@@ -191,7 +192,7 @@ class NoBoneError(ValueError):
     """The CT has no voxel above the bone level, so there is no surface."""
 
 
-def bone_surface(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, level_hu: float = 300.0) -> np.ndarray:
+def bone_mesh(hu: torch.Tensor | np.ndarray, geometry: BiplanarGeometry, level_hu: float = BONE_HU) -> np.ndarray:
     """Triangles of the surface around voxels above ``level_hu`` (marching cubes), LPS mm: (T, 3, 3).
 
     The grid is padded with one empty voxel so the surface closes where bone touches the border.
@@ -231,7 +232,7 @@ def write_bone_stl(
     path: str | os.PathLike,
     hu: torch.Tensor | np.ndarray,
     geometry: BiplanarGeometry,
-    level_hu: float = 300.0,
+    level_hu: float = BONE_HU,
     overwrite: bool = False,
 ) -> Path:
     """Write the bone surface at ``level_hu`` (HU) of a CT on the geometry's grid as a binary STL (LPS mm).
@@ -241,7 +242,7 @@ def write_bone_stl(
         ValueError: no bone at the level, or a CT not on the grid.
     """
     refuse_existing([path], overwrite)
-    triangles = bone_surface(hu, geometry, level_hu).astype(np.float32)
+    triangles = bone_mesh(hu, geometry, level_hu).astype(np.float32)
     normals = np.cross(triangles[:, 1] - triangles[:, 0], triangles[:, 2] - triangles[:, 0])
     normals /= np.linalg.norm(normals, axis=1, keepdims=True).clip(min=1e-12)
     records = np.zeros(len(triangles), dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
@@ -259,7 +260,7 @@ def write_bone_stl(
 
 __all__ = [
     "NoBoneError",
-    "bone_surface",
+    "bone_mesh",
     "save_dicom",
     "write_bone_stl",
     "write_ct_dicom",
