@@ -114,7 +114,7 @@ def test_download_from_the_zip_then_load_gives_both_trained_networks_in_a_fresh_
     archive, _ = unzipped
     assert json.loads((ROOT / "bundle/configs/spider_inference.json").read_text())["network_def"] == {
         **SPIDER,
-        "geometry": "@geometry",
+        "projector": "@projector",
         "decoder": "shared",
     }  # the model card's load call builds the shipped SPIDER
     code = (

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 
 import torch
 from custom.imaging.geometry import VIEW_NAMES, BiplanarGeometry
+from custom.imaging.projector import Projector
 from custom.networks.floor import VoxelwiseLinearFloor
 from custom.networks.hash_encoding import HashEncoding
 from monai.networks.nets import BasicUNet
@@ -68,9 +69,11 @@ class SPIDER(nn.Module):
         chunk_size: points per decoder call when querying a whole grid. Defaults to 2^16.
         residual: the intensity is the atlas plus a zero-initialised correction (see the module
             docstring) instead of a sigmoid. Defaults to True.
+        projector: the bundle configs' shared projector; its geometry is the network's and its atlas
+            floor's. Built from ``geometry`` when omitted.
 
     Raises:
-        ValueError: an unknown decoder or fewer than two classes.
+        ValueError: an unknown decoder, fewer than two classes, or a geometry other than the projector's.
     """
 
     def __init__(
@@ -88,13 +91,16 @@ class SPIDER(nn.Module):
         decoder: str = "shared",
         chunk_size: int = 2**16,
         residual: bool = True,
+        projector: Projector | None = None,
     ) -> None:
         super().__init__()
+        if projector is not None and geometry is not None and geometry != projector.geometry:
+            raise ValueError(f"the geometry {geometry} is not the projector's, {projector.geometry}.")
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}.")
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
-        self.geometry = geometry or BiplanarGeometry()
+        self.geometry = projector.geometry if projector is not None else geometry or BiplanarGeometry()
         self.num_classes, self.decoder, self.chunk_size = num_classes, decoder, chunk_size
         self.encoder = BasicUNet(2, 1, feature_channels, tuple(unet_features))
         self.hash = HashEncoding(
@@ -107,7 +113,7 @@ class SPIDER(nn.Module):
             self.heads = nn.ModuleList([mlp(code, hidden, 1), mlp(code, hidden, num_classes)])
         else:  # two_stage: structure first, then intensity from the code and the class probabilities
             self.heads = nn.ModuleList([mlp(code, hidden, num_classes), mlp(code + num_classes, hidden, 1)])
-        self.floor = VoxelwiseLinearFloor(self.geometry, "atlas") if residual else None
+        self.floor = VoxelwiseLinearFloor(self.geometry, "atlas", projector) if residual else None
         if residual:  # the intensity output starts at zero: an untrained SPIDER returns the atlas
             last = (self.heads[0] if decoder != "two_stage" else self.heads[1])[-1]
             nn.init.zeros_(last.weight[:1])
